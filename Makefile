@@ -1,0 +1,28 @@
+# The two set-up commands: `make run` (platform with sample data) and `make test` (everything CI runs).
+VENV := .venv
+BIN := $(VENV)/bin
+INSITU_HOME ?= ./insitu-home
+export INSITU_HOME
+
+.PHONY: run test lint typecheck unit bench bootstrap
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+run: bootstrap
+	$(BIN)/insitu demo
+
+lint: bootstrap
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: bootstrap
+	$(BIN)/mypy
+
+unit: bootstrap
+	$(BIN)/pytest -n 2
+
+test: lint typecheck unit
+
+bench: bootstrap
+	$(BIN)/python bench/ingest_bench.py

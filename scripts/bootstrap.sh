@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need, idempotently: Debian packages and a virtualenv.
+# Re-running is cheap: each step is skipped when its stamp is newer than its inputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(postgresql dcmtk)
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+mkdir -p .stamps
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f .stamps/pip ] || [ pyproject.toml -nt .stamps/pip ]; then
+  echo "bootstrap: installing Python packages into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  touch .stamps/pip
+fi

@@ -1,0 +1,96 @@
+"""The one permission dependency every route declares.
+
+A route either depends on ``require(...)`` (an authenticated principal with one of the roles)
+or on ``public`` (no login needed). ``tests/access/test_routes.py`` walks the app and fails for
+any route that declares neither, so a new route cannot forget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from insitu.access.models import Role
+from insitu.access.service import Principal, authenticate_token
+from insitu.core.platform import Platform
+from insitu.db import session_scope
+
+PERMISSION_MARKER = "__insitu_permission__"
+_bearer = HTTPBearer(auto_error=False, description="A personal API token: `insitu_...`")
+
+
+def get_platform(request: Request) -> Platform:
+    """The deployment the app serves."""
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def get_session(platform: Annotated[Platform, Depends(get_platform)]) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns without error."""
+    with session_scope(platform.sessions) as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="login required: send 'Authorization: Bearer <token>' with a personal API "
+            "token (insitu user add prints one)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = authenticate_token(session, credentials.credentials)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="the API token is unknown, expired or revoked: ask an admin for a new one",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def require(*roles: Role) -> Callable[..., Principal]:
+    """A dependency admitting authenticated users with one of ``roles`` (any role if none)."""
+    allowed = frozenset(roles)
+
+    def dependency(session: DbSession, credentials: Credentials) -> Principal:
+        principal = _authenticate(session, credentials)
+        if allowed and principal.role not in allowed:
+            needed = " or ".join(sorted(r.value for r in allowed))
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"forbidden: this needs the {needed} role; you are {principal.role.value}",
+            )
+        return principal
+
+    setattr(dependency, PERMISSION_MARKER, tuple(sorted(r.value for r in allowed)) or ("any",))
+    return dependency
+
+
+def public() -> None:
+    """Declares a route open to anonymous callers."""
+
+
+setattr(public, PERMISSION_MARKER, ("public",))
+
+AnyUser = Annotated[Principal, Depends(require())]
+Steward = Annotated[Principal, Depends(require(Role.steward))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+Public = Depends(public)
+
+
+def route_permission(dependant: Any) -> tuple[str, ...] | None:
+    """The permission a route's dependency tree declares, if any (used by the route test)."""
+    for dep in dependant.dependencies:
+        marker = getattr(dep.call, PERMISSION_MARKER, None)
+        if marker is not None:
+            return tuple(marker)
+    return None

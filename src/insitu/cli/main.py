@@ -1,0 +1,187 @@
+"""The ``insitu`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from insitu import __version__
+from insitu.access import service as access
+from insitu.access.cli import user_app, whoami
+from insitu.access.models import Role
+from insitu.catalog.cli import catalog_app
+from insitu.cli.common import (
+    api_url,
+    emit_json,
+    fail,
+    save_token,
+    settings_or_fail,
+    stderr,
+)
+from insitu.core.platform import Platform, open_platform
+from insitu.db import session_scope
+from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
+from insitu.settings import InsecureSettingsError, Settings, write_settings_file
+
+app = typer.Typer(
+    name="insitu",
+    help="insitu: in-situ processing of de-identified medical imaging data.\n\n"
+    "Host commands act on $INSITU_HOME (default ./insitu-home); client commands talk to "
+    "$INSITU_URL (default http://127.0.0.1:8000) with $INSITU_TOKEN or a saved token.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dicom_app = typer.Typer(help="DICOM network services.", no_args_is_help=True)
+dicom_app.command("listen")(dicom_listen)
+app.add_typer(user_app, name="user")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(dicom_app, name="dicom")
+app.command("ingest")(ingest_command)
+app.command("whoami")(whoami)
+
+
+def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:
+    write_settings_file(settings.home)
+    settings = settings_or_fail(demo=settings.demo)
+    try:
+        platform = open_platform(settings)
+    except InsecureSettingsError as exc:
+        fail(str(exc))
+    ensure = getattr(platform.store, "ensure_bucket", None)
+    if callable(ensure):
+        ensure()
+    token = None
+    with session_scope(platform.sessions) as session:
+        if not access.has_users(session):
+            user = access.create_user(session, admin_name, Role.admin)
+            token = access.issue_token(session, user, label="initial")
+    return platform, token
+
+
+@app.command()
+def init(
+    admin: Annotated[str, typer.Option(help="Name of the first admin account.")] = "admin",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a deployment in $INSITU_HOME: settings with a random secret, database, blob
+    store and the first admin, whose API token is printed once. Safe to re-run."""
+    settings = settings_or_fail()
+    platform, token = _initialise(settings, admin)
+    platform.close()
+    if json_output:
+        emit_json({"home": str(settings.home), "admin": admin if token else None, "token": token})
+    elif token:
+        typer.echo(f"initialised {settings.home}\nadmin {admin}; API token (shown once):\n{token}")
+    else:
+        typer.echo(f"{settings.home} is already initialised (no new admin created)")
+
+
+def _serve(platform: Platform, host: str, port: int) -> None:
+    import uvicorn
+
+    from insitu.web.app import create_app
+
+    uvicorn.run(create_app(platform), host=host, port=port, log_level="info")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve the web UI and the API."""
+    settings = settings_or_fail()
+    try:
+        platform = open_platform(settings)
+    except InsecureSettingsError as exc:
+        fail(str(exc))
+    try:
+        _serve(platform, host, port)
+    finally:
+        platform.close()
+
+
+DEMO_ACCOUNTS = (("admin", Role.admin), ("steward", Role.steward), ("researcher", Role.researcher))
+
+
+def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[str, object]]:
+    """Initialise a demo deployment, ingest the sample corpus and create demo accounts."""
+    from insitu.ingest import service as ingest
+    from insitu.ingest.clinical import ClinicalMapping
+    from insitu.ingest.corpus import CLINICAL_MAPPING_TOML, generate_corpus, write_clinical
+    from insitu.ingest.deid.table import Options
+    from insitu.ingest.sources import iter_sources
+
+    platform, _ = _initialise(settings, "admin")
+    accounts_file = settings.home / "demo-accounts.json"
+    accounts: dict[str, dict[str, str]] = {}
+    if accounts_file.exists():
+        accounts = json.loads(accounts_file.read_text())
+    with session_scope(platform.sessions) as session:
+        for name, role in DEMO_ACCOUNTS:
+            if name in accounts:
+                continue
+            user = access.get_user(session, name) or access.create_user(session, name, role)
+            accounts[name] = {"role": role.value, "token": access.issue_token(session, user, "demo")}
+    fd = os.open(accounts_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(accounts, handle, indent=2)
+    with tempfile.TemporaryDirectory(prefix="insitu-demo-") as tmp:
+        corpus = generate_corpus(Path(tmp) / "export", subjects=subjects, ct_slices=12,
+                                 mr_slices=6, rows=256, columns=256, ultrasound=True)
+        clinical = write_clinical(corpus, Path(tmp) / "clinical.csv")
+        mapping_path = Path(tmp) / "clinical-map.toml"
+        mapping_path.write_text(CLINICAL_MAPPING_TOML)
+        result = ingest.ingest(
+            platform,
+            iter_sources([corpus.root]),
+            site="DEMO",
+            options=Options.parse(settings.deid_options),
+            workers=1,
+            clinical=(clinical, ClinicalMapping.load(mapping_path)),
+        )
+    return platform, {"accounts": accounts, "report": result.report}
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """init + synthetic sample data + demo accounts + serve (what `make run` starts).
+
+    Demo tokens are in $INSITU_HOME/demo-accounts.json; this machine's CLI is logged in as
+    the demo researcher."""
+    settings = settings_or_fail(demo=True)
+    platform, info = prepare_demo(settings)
+    accounts = info["accounts"]
+    assert isinstance(accounts, dict)  # noqa: S101 - built just above
+    url = api_url() if os.environ.get("INSITU_URL") else f"http://{host}:{port}"
+    save_token(url, accounts["researcher"]["token"])
+    counts = info["report"]["counts"]  # type: ignore[index]
+    stderr.print(
+        f"demo ready: {counts['ingested']} instances ingested, {counts['quarantined']} "
+        f"quarantined; accounts and tokens in {settings.home / 'demo-accounts.json'}\n"
+        f"open http://{host}:{port}/docs"
+    )
+    try:
+        _serve(platform, host, port)
+    finally:
+        platform.close()
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,104 @@
+"""Ingest routes: streamed uploads, batch reports and the quarantine (steward role)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from insitu.access.permissions import DbSession, Steward, get_platform
+from insitu.core.platform import Platform
+from insitu.ingest import service
+from insitu.ingest.deid.table import Options, OptionsError
+from insitu.ingest.sources import SourceItem, iter_sources
+
+router = APIRouter(tags=["ingest"])
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+_SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _rename(items: list[SourceItem] | Any, spool: Path, filename: str) -> Any:
+    for item in items:
+        source = item.source.replace(str(spool), filename, 1)
+        yield SourceItem(source=source, path=item.path, data=item.data, error=item.error)
+
+
+@router.post("/uploads", status_code=status.HTTP_201_CREATED)
+async def upload(
+    request: Request,
+    _principal: Steward,
+    platform: PlatformDep,
+    site: Annotated[str | None, Query(pattern=_SITE_PATTERN)] = None,
+    options: str | None = None,
+    filename: Annotated[str, Query(max_length=255)] = "upload",
+) -> dict[str, Any]:
+    """Upload one DICOM file or a zip archive as the raw request body (streamed to a spool
+    file outside INSITU_HOME, de-identified, then deleted). Returns the batch's QA report."""
+    settings = platform.settings
+    try:
+        deid_options = Options.parse(options if options is not None else settings.deid_options)
+    except OptionsError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+    limit = settings.upload_max_bytes
+    fd, name = tempfile.mkstemp(prefix="insitu-upload-", dir=settings.tmp_dir)
+    spool = Path(name)
+    try:
+        received = 0
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise HTTPException(
+                        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                        detail=f"upload is over the {limit} byte limit (INSITU_UPLOAD_MAX_BYTES); "
+                        "split it or use `insitu ingest` on the platform host",
+                    )
+                handle.write(chunk)
+        if received == 0:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="the upload is empty")
+        items = _rename(iter_sources([spool]), spool, Path(filename).name)
+        result = await run_in_threadpool(
+            service.ingest,
+            platform,
+            items,
+            site=site or settings.site,
+            options=deid_options,
+            source_kind="upload",
+            workers=1,
+        )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            spool.unlink()
+    return result.report
+
+
+@router.get("/ingest/batches/{batch_id}")
+def get_batch(batch_id: int, _principal: Steward, session: DbSession) -> dict[str, Any]:
+    """The QA report of one ingest batch."""
+    batch = service.get_batch(session, batch_id)
+    if batch is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no ingest batch {batch_id}")
+    return {
+        "id": batch.id,
+        "source": batch.source,
+        "status": batch.status.value,
+        "started_at": batch.started_at.isoformat(),
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+        "report": batch.report,
+    }
+
+
+@router.get("/quarantine")
+def quarantine(
+    _principal: Steward,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Instances held back because their pixels may show identity, with the reason."""
+    return {"items": service.list_quarantine(session, limit, offset)}

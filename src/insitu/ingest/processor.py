@@ -1,0 +1,277 @@
+"""Per-instance work, run in worker processes: parse, de-identify, re-encode, stage the blob.
+
+The fast path parses the header with pydicom, stops at the pixel data, de-identifies the
+header, writes it back and appends the pixel data element's original bytes: pixels are never
+decoded. Files whose pixel data is not the last element, or whose dataset is deflated, take
+the full pydicom path instead.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+
+from insitu.ingest.deid.engine import DeidEngine, SubjectContext
+from insitu.ingest.deid.table import Options
+from insitu.ingest.pseudonyms import Pseudonymizer
+from insitu.storage.protocol import BlobStore, StagedBlob
+
+IMPLEMENTATION_CLASS_UID = "2.25.240918237346532981612345896016425337893"
+IMPLEMENTATION_VERSION_NAME = "INSITU_0_1"
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+_LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC"})
+# SOP classes whose pixels often show burned-in text: secondary capture and ultrasound.
+_RISKY_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture family
+    "1.2.840.10008.5.1.4.1.1.6.",  # Ultrasound (single and multi-frame)
+    "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+)
+_RISKY_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC"})
+
+
+class IngestFileError(ValueError):
+    """A file that cannot be ingested; the message is the reason shown to the steward."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; picklable."""
+
+    secret: bytes
+    options: Options
+    site: str
+    store: BlobStore
+
+
+@dataclass
+class Outcome:
+    """The result for one input file; ``error`` set means it failed."""
+
+    source: str
+    path_hmac: str
+    error: str | None = None
+    staged: StagedBlob | None = None
+    quarantine_reason: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+class InstanceProcessor:
+    """Holds the engine and store of one worker process."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.pseudonymizer = Pseudonymizer(config.secret)
+        self.engine = DeidEngine(config.options, self.pseudonymizer)
+
+    def process(self, source: str, data: bytes) -> Outcome:
+        """De-identify and stage one file's bytes; never raises for bad input."""
+        outcome = Outcome(source=source, path_hmac=self.pseudonymizer.path(source))
+        try:
+            output, ds = self._deidentify(data, outcome)
+        except IngestFileError as exc:
+            outcome.error = str(exc)
+            return outcome
+        except (InvalidDicomError, EOFError, struct.error) as exc:
+            outcome.error = f"not a readable DICOM file: {exc}"
+            return outcome
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
+            outcome.error = f"unreadable DICOM ({type(exc).__name__}): {exc}"
+            return outcome
+        outcome.attributes = catalog_attributes(ds)
+        outcome.quarantine_reason = quarantine_reason(ds)
+        outcome.staged = self.config.store.stage(output)
+        return outcome
+
+    def _deidentify(self, data: bytes, outcome: Outcome) -> tuple[bytes, Dataset]:
+        fp = io.BytesIO(data)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        header_end = fp.tell()
+        transfer_syntax = _transfer_syntax(ds)
+        subject = self._subject(ds)
+        tail: bytes | None = None
+        if transfer_syntax != DeflatedExplicitVRLittleEndian:
+            tail = _pixel_element(data, header_end, transfer_syntax)
+        if tail is None:
+            ds = pydicom.dcmread(io.BytesIO(data))
+            tail = b""
+        report = self.engine.apply(ds, subject)
+        outcome.actions = report.actions
+        _rewrite_file_meta(ds, transfer_syntax)
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue() + tail, ds
+
+    def _subject(self, ds: Dataset) -> SubjectContext:
+        for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            if not str(ds.get(keyword, "") or "").strip():
+                raise IngestFileError(
+                    f"{keyword} is missing or empty: insitu needs it to catalogue the instance; "
+                    "fix the export at the source"
+                )
+        patient_id = str(ds.get("PatientID", "") or "").strip()
+        if not patient_id:
+            raise IngestFileError(
+                "PatientID is missing or empty: the subject pseudonym is keyed on it; "
+                "fix the export at the source"
+            )
+        site = self.config.site
+        return SubjectContext(
+            site=site,
+            original_patient_id=patient_id,
+            pseudonym=self.pseudonymizer.subject(site, patient_id),
+            date_shift=self.pseudonymizer.date_shift(site, patient_id),
+        )
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if not uid:
+        raise IngestFileError(
+            "the file meta information has no Transfer Syntax UID (0002,0010); "
+            "re-export the file as DICOM Part 10"
+        )
+    uid = UID(str(uid))
+    if not uid.is_transfer_syntax:
+        raise IngestFileError(
+            f"unsupported transfer syntax {uid}: it is not a DICOM standard transfer syntax; "
+            "ask the sender to transcode (for example to Explicit VR Little Endian)"
+        )
+    return uid
+
+
+def _pixel_element(data: bytes, offset: int, transfer_syntax: UID) -> bytes | None:
+    """The encoded pixel data element at ``offset``, or None if the slow path is needed.
+
+    None also covers a file with no pixel data; an incomplete element raises IngestFileError.
+    """
+    if offset >= len(data):
+        return b"" if offset == len(data) else None
+    endian = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+    implicit = transfer_syntax.is_implicit_VR
+    if len(data) - offset < 8:
+        raise IngestFileError("truncated file: it ends inside the pixel data element header")
+    group, element = struct.unpack_from(endian + "HH", data, offset)
+    if (group << 16 | element) not in _PIXEL_TAGS:
+        return None
+    if implicit:
+        (length,) = struct.unpack_from(endian + "L", data, offset + 4)
+        value_start = offset + 8
+    else:
+        vr = data[offset + 4 : offset + 6]
+        if vr in _LONG_VRS:
+            if len(data) - offset < 12:
+                raise IngestFileError("truncated file: it ends inside the pixel data header")
+            (length,) = struct.unpack_from(endian + "L", data, offset + 8)
+            value_start = offset + 12
+        else:
+            (length,) = struct.unpack_from(endian + "H", data, offset + 6)
+            value_start = offset + 8
+    if length == 0xFFFFFFFF:
+        end = _encapsulated_end(data, value_start, endian)
+    else:
+        end = value_start + length
+        if end > len(data):
+            raise IngestFileError(
+                f"truncated file: pixel data needs {length} bytes, {len(data) - value_start} "
+                "present; re-export or re-send the file"
+            )
+    if end != len(data):
+        return None  # trailing elements: let the full path decide on each of them
+    return data[offset:end]
+
+
+def _encapsulated_end(data: bytes, pos: int, endian: str) -> int:
+    while True:
+        if pos + 8 > len(data):
+            raise IngestFileError(
+                "truncated file: encapsulated pixel data ends before its sequence delimiter"
+            )
+        group, element, length = struct.unpack_from(endian + "HHL", data, pos)
+        tag = group << 16 | element
+        pos += 8
+        if tag == _SEQUENCE_DELIMITER:
+            return pos
+        if tag != _ITEM or length == 0xFFFFFFFF:
+            raise IngestFileError(f"malformed encapsulated pixel data: unexpected tag {tag:08X}")
+        pos += length
+
+
+def _rewrite_file_meta(ds: Dataset, transfer_syntax: UID) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    return str(value)[:limit]
+
+
+def catalog_attributes(ds: Dataset) -> dict[str, Any]:
+    """The searchable attributes of a de-identified instance."""
+    return {
+        "subject_pseudonym": str(ds.PatientID),
+        "study_instance_uid": str(ds.StudyInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "sop_class_uid": str(ds.get("SOPClassUID", "")),
+        "study_date": _text(ds, "StudyDate", 8),
+        "study_description": _text(ds, "StudyDescription"),
+        "modality": _text(ds, "Modality", 16),
+        "body_part_examined": _text(ds, "BodyPartExamined", 16),
+        "manufacturer": _text(ds, "Manufacturer"),
+        "manufacturer_model_name": _text(ds, "ManufacturerModelName"),
+        "series_description": _text(ds, "SeriesDescription"),
+        "series_date": _text(ds, "SeriesDate", 8),
+        "series_number": _int(ds.get("SeriesNumber")),
+        "instance_number": _int(ds.get("InstanceNumber")),
+        "content_date": _text(ds, "ContentDate", 8),
+        "rows": _int(ds.get("Rows")),
+        "columns": _int(ds.get("Columns")),
+        "number_of_frames": _int(ds.get("NumberOfFrames")) or (1 if "Rows" in ds else None),
+        "bits_allocated": _int(ds.get("BitsAllocated")),
+        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+    }
+
+
+def quarantine_reason(ds: Dataset) -> str | None:
+    """Why an instance's pixels may carry identity, or None when they are presumed clean."""
+    burned_in = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if burned_in == "YES":
+        return "Burned In Annotation (0028,0301) is YES: the pixels show text"
+    if burned_in == "NO":
+        return None
+    sop_class = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "") or "").upper()
+    if sop_class.startswith(_RISKY_SOP_PREFIXES) or modality in _RISKY_MODALITIES:
+        return (
+            f"modality {modality or '?'} / SOP class {sop_class} without Burned In Annotation: "
+            "its pixels may show identifying text"
+        )
+    return None

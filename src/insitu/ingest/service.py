@@ -1,0 +1,388 @@
+"""The ingest pipeline: sources → workers (de-identify, stage) → store commit → catalogue.
+
+Workers do the CPU work and stage blobs; this process commits the staged blobs in groups
+(one filesystem sync per group), then writes the group's rows in one transaction. A kill at any
+point leaves no half-written blob or row, and re-running the same command completes the batch
+(instances already catalogued count as duplicates).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from insitu.catalog import service as catalog
+from insitu.core.platform import Platform
+from insitu.db import session_scope, utcnow
+from insitu.ingest.clinical import ClinicalMapping, parse_rows
+from insitu.ingest.deid.table import Options
+from insitu.ingest.models import BatchStatus, IngestBatch, IngestError, QuarantinedInstance
+from insitu.ingest.processor import InstanceProcessor, Outcome, WorkerConfig
+from insitu.ingest.pseudonyms import Pseudonymizer
+from insitu.ingest.sources import SourceItem
+from insitu.storage.local import LocalBlobStore
+
+GROUP_SIZE = 256
+REPORT_LIST_LIMIT = 1000
+
+_processor: InstanceProcessor | None = None
+
+
+def _init_worker(config: WorkerConfig) -> None:
+    global _processor  # noqa: PLW0603 - one processor per worker process, built once
+    _processor = InstanceProcessor(config)
+
+
+def _work(item: SourceItem) -> Outcome:
+    if _processor is None:
+        raise RuntimeError("worker used before _init_worker")
+    if item.error is not None:
+        return Outcome(item.source, _processor.pseudonymizer.path(item.source), error=item.error)
+    try:
+        data = item.read()
+    except OSError as exc:
+        return Outcome(
+            item.source, _processor.pseudonymizer.path(item.source), error=f"cannot read: {exc}"
+        )
+    return _processor.process(item.source, data)
+
+
+@dataclass
+class IngestResult:
+    """Counts and the QA report of one batch; ``failures`` adds real paths for the terminal."""
+
+    batch_id: int
+    report: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """How many files and clinical rows failed."""
+        counts = self.report["counts"]
+        return int(counts["failed"]) + int(counts["clinical_failed"])
+
+
+@dataclass
+class _Tally:
+    files: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    clinical_rows: int = 0
+    clinical_failed: int = 0
+    bytes: int = 0
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    quarantine_list: list[dict[str, str]] = field(default_factory=list)
+    failure_list: list[dict[str, str]] = field(default_factory=list)
+    terminal_failures: list[dict[str, str]] = field(default_factory=list)
+    unrecorded: list[IngestError] = field(default_factory=list)
+
+    def fail(self, source: str, path_hmac: str, reason: str, kind: str = "file") -> None:
+        if kind == "file":
+            self.failed += 1
+        else:
+            self.clinical_failed += 1
+        self.unrecorded.append(IngestError(kind=kind, path_hmac=path_hmac, reason=reason))
+        if len(self.failure_list) < REPORT_LIST_LIMIT:
+            self.failure_list.append({"kind": kind, "path_hmac": path_hmac, "reason": reason})
+            self.terminal_failures.append({"kind": kind, "path": source, "reason": reason})
+
+
+def start_batch(session: Session, source: str, site: str, options: Options) -> IngestBatch:
+    """Record that a batch started (committed at once, so a crash leaves a trace)."""
+    batch = IngestBatch(
+        source=source, site=site, deid_options=options.fingerprint, status=BatchStatus.running
+    )
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def _existing_quarantine(session: Session, uids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    if not uids:
+        return {}
+    rows = session.execute(
+        select(
+            QuarantinedInstance.sop_instance_uid,
+            QuarantinedInstance.blob_digest,
+            QuarantinedInstance.deid_options,
+        ).where(QuarantinedInstance.sop_instance_uid.in_(uids))
+    )
+    return {uid: (digest, opts) for uid, digest, opts in rows}
+
+
+class _GroupWriter:
+    """Commits one group of outcomes: blobs first, then rows, in one transaction."""
+
+    def __init__(self, platform: Platform, batch_id: int, site: str, options: Options) -> None:
+        self.platform = platform
+        self.batch_id = batch_id
+        self.site = site
+        self.options = options
+        self.tally = _Tally()
+
+    def write(self, outcomes: Sequence[Outcome]) -> None:
+        tally = self.tally
+        good = [o for o in outcomes if o.error is None and o.staged is not None]
+        with session_scope(self.platform.sessions) as session:
+            uids = [o.attributes["sop_instance_uid"] for o in good]
+            known = {
+                uid: (e.blob_digest, e.deid_options)
+                for uid, e in catalog.existing_instances(session, uids).items()
+            }
+            known.update(_existing_quarantine(session, uids))
+            new_items: list[Outcome] = []
+            seen: dict[str, tuple[str, str]] = {}
+            for outcome in good:
+                assert outcome.staged is not None  # noqa: S101 - filtered above
+                uid = outcome.attributes["sop_instance_uid"]
+                previous = known.get(uid) or seen.get(uid)
+                if previous is None:
+                    seen[uid] = (outcome.staged.digest, self.options.fingerprint)
+                    new_items.append(outcome)
+                    continue
+                digest, opts = previous
+                if digest == outcome.staged.digest:
+                    tally.duplicates += 1
+                elif opts != self.options.fingerprint:
+                    tally.fail(
+                        outcome.source,
+                        outcome.path_hmac,
+                        f"conflict: this instance was ingested before with options "
+                        f"[{opts}], now [{self.options.fingerprint}]; re-run with the earlier "
+                        "options or ask an admin to remove the earlier copy",
+                    )
+                else:
+                    tally.fail(
+                        outcome.source,
+                        outcome.path_hmac,
+                        "conflict: an instance with the same SOP Instance UID but different "
+                        "content is already catalogued; check the export for reused UIDs",
+                    )
+            keep = [o.staged for o in new_items if o.staged is not None]
+            drop = [o.staged for o in good if o not in new_items and o.staged is not None]
+            self.platform.store.commit(keep)
+            self.platform.store.discard([s for s in drop if s.digest not in {k.digest for k in keep}])
+            catalogued = []
+            for outcome in new_items:
+                assert outcome.staged is not None  # noqa: S101 - filtered above
+                tally.actions.update(outcome.actions)
+                tally.bytes += outcome.staged.size
+                attrs = outcome.attributes
+                if outcome.quarantine_reason:
+                    tally.quarantined += 1
+                    session.add(
+                        QuarantinedInstance(
+                            sop_instance_uid=attrs["sop_instance_uid"],
+                            series_instance_uid=attrs["series_instance_uid"],
+                            study_instance_uid=attrs["study_instance_uid"],
+                            subject_pseudonym=attrs["subject_pseudonym"],
+                            site=self.site,
+                            modality=attrs["modality"],
+                            sop_class_uid=attrs["sop_class_uid"],
+                            blob_digest=outcome.staged.digest,
+                            size=outcome.staged.size,
+                            reason=outcome.quarantine_reason,
+                            deid_options=self.options.fingerprint,
+                            batch_id=self.batch_id,
+                        )
+                    )
+                    if len(tally.quarantine_list) < REPORT_LIST_LIMIT:
+                        tally.quarantine_list.append(
+                            {
+                                "sop_instance_uid": attrs["sop_instance_uid"],
+                                "reason": outcome.quarantine_reason,
+                            }
+                        )
+                    continue
+                tally.ingested += 1
+                catalogued.append(
+                    {
+                        **attrs,
+                        "blob_digest": outcome.staged.digest,
+                        "size": outcome.staged.size,
+                        "deid_options": self.options.fingerprint,
+                    }
+                )
+            catalog.register_instances(session, catalogued, self.site, self.batch_id)
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    tally.fail(outcome.source, outcome.path_hmac, outcome.error)
+            self.finish_group(session)
+
+    def finish_group(self, session: Session) -> None:
+        """Write the group's error rows and the batch counters into the open transaction."""
+        for error in self.tally.unrecorded:
+            error.batch_id = self.batch_id
+            session.add(error)
+        self.tally.unrecorded = []
+        batch = session.get(IngestBatch, self.batch_id)
+        if batch is None:
+            raise RuntimeError(f"ingest batch {self.batch_id} vanished")
+        tally = self.tally
+        batch.ingested = tally.ingested
+        batch.duplicates = tally.duplicates
+        batch.quarantined = tally.quarantined
+        batch.failed = tally.failed + tally.clinical_failed
+        batch.clinical_rows = tally.clinical_rows
+
+
+def _outcomes(
+    items: Iterable[SourceItem], config: WorkerConfig, workers: int
+) -> Iterator[Outcome]:
+    if workers <= 1:
+        _init_worker(config)
+        for item in items:
+            yield _work(item)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["insitu.ingest.service"])
+    with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+        yield from pool.imap_unordered(_work, items, chunksize=4)
+
+
+def ingest(
+    platform: Platform,
+    items: Iterable[SourceItem],
+    *,
+    site: str,
+    options: Options,
+    source_kind: str = "cli",
+    workers: int = 1,
+    clinical: tuple[Path, ClinicalMapping] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Run one batch. Bad files and rows are recorded and the batch goes on."""
+    started = time.perf_counter()
+    with session_scope(platform.sessions) as session:
+        batch_id = start_batch(session, source_kind, site, options).id
+    if isinstance(platform.store, LocalBlobStore):
+        platform.store.clean_temp()
+    writer = _GroupWriter(platform, batch_id, site, options)
+    config = WorkerConfig(
+        secret=platform.settings.secret_bytes(), options=options, site=site, store=platform.store
+    )
+    group: list[Outcome] = []
+    for outcome in _outcomes(items, config, workers):
+        writer.tally.files += 1
+        group.append(outcome)
+        if on_progress is not None:
+            on_progress(1)
+        if len(group) >= GROUP_SIZE:
+            writer.write(group)
+            group = []
+    writer.write(group)
+    if clinical is not None:
+        _ingest_clinical(platform, writer, *clinical)
+    elapsed = time.perf_counter() - started
+    report = _report(writer.tally, batch_id, site, options, elapsed)
+    with session_scope(platform.sessions) as session:
+        batch = session.get(IngestBatch, batch_id)
+        if batch is None:
+            raise RuntimeError(f"ingest batch {batch_id} vanished")
+        batch.status = BatchStatus.completed
+        batch.finished_at = utcnow()
+        batch.report = report
+    return IngestResult(batch_id, report, writer.tally.terminal_failures)
+
+
+def _ingest_clinical(
+    platform: Platform, writer: _GroupWriter, path: Path, mapping: ClinicalMapping
+) -> None:
+    pseudonymizer = Pseudonymizer(platform.settings.secret_bytes())
+    path_hmac = pseudonymizer.path(str(path))
+    tally = writer.tally
+    with session_scope(platform.sessions) as session:
+        rows = list(parse_rows(path, mapping, writer.site, pseudonymizer))
+        good = [r for r in rows if r.error is None and r.pseudonym and r.data is not None]
+        ids = catalog.ensure_subjects(session, {r.pseudonym: writer.site for r in good if r.pseudonym})
+        for row in rows:
+            if row.error is not None:
+                tally.fail(f"{path} {row.error}", path_hmac, row.error, kind="clinical")
+                continue
+            if row.pseudonym is None or row.data is None:
+                continue
+            catalog.upsert_clinical(session, ids[row.pseudonym], row.data, writer.batch_id)
+            tally.clinical_rows += 1
+        writer.finish_group(session)
+
+
+def _report(
+    tally: _Tally, batch_id: int, site: str, options: Options, elapsed: float
+) -> dict[str, Any]:
+    actions: dict[str, dict[str, int]] = {}
+    for (label, action), count in sorted(tally.actions.items()):
+        actions.setdefault(label, {})[action] = count
+    return {
+        "batch_id": batch_id,
+        "site": site,
+        "options": sorted(o.value for o in options.enabled),
+        "profile": "DICOM PS3.15 Annex E Table E.1-1 Basic Application Confidentiality Profile",
+        "counts": {
+            "files": tally.files,
+            "ingested": tally.ingested,
+            "duplicates": tally.duplicates,
+            "quarantined": tally.quarantined,
+            "failed": tally.failed,
+            "clinical_rows": tally.clinical_rows,
+            "clinical_failed": tally.clinical_failed,
+        },
+        "throughput": {
+            "seconds": round(elapsed, 3),
+            "files_per_second": round(tally.files / elapsed, 1) if elapsed else None,
+            "megabytes_per_second": round(tally.bytes / 1e6 / elapsed, 1) if elapsed else None,
+        },
+        "actions": actions,
+        "quarantined": tally.quarantine_list,
+        "failures": tally.failure_list,
+        "action_legend": {
+            "X": "removed",
+            "Z": "emptied",
+            "D": "dummy value",
+            "U": "UID pseudonymised",
+            "K": "kept",
+            "C": "cleaned (kept if on the allow-list, else dummy)",
+            "S": "date shifted",
+            "P": "subject pseudonym",
+        },
+    }
+
+
+def list_quarantine(session: Session, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """Quarantined instances, newest first, with the reason."""
+    rows = session.scalars(
+        select(QuarantinedInstance)
+        .order_by(QuarantinedInstance.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [
+        {
+            "sop_instance_uid": q.sop_instance_uid,
+            "series_instance_uid": q.series_instance_uid,
+            "study_instance_uid": q.study_instance_uid,
+            "subject": q.subject_pseudonym,
+            "site": q.site,
+            "modality": q.modality,
+            "sop_class_uid": q.sop_class_uid,
+            "size": q.size,
+            "reason": q.reason,
+            "batch_id": q.batch_id,
+            "created_at": q.created_at.isoformat(),
+        }
+        for q in rows
+    ]
+
+
+def get_batch(session: Session, batch_id: int) -> IngestBatch | None:
+    """One batch with its report."""
+    return session.get(IngestBatch, batch_id)

@@ -1,0 +1,110 @@
+"""Deployment settings, read from the environment and from ``$INSITU_HOME/settings.env``.
+
+Secrets fail closed: a deployment that is not a demo refuses to start while any secret still
+has its built-in default value. ``insitu init`` writes random secrets into settings.env.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "insecure-default-secret-change-me"  # noqa: S105 - the sentinel we refuse
+SETTINGS_FILE_NAME = "settings.env"
+
+
+class InsecureSettingsError(RuntimeError):
+    """Raised when a non-demo deployment would run with a default secret."""
+
+
+def _home_from_env() -> Path:
+    return Path(os.environ.get("INSITU_HOME", "./insitu-home")).resolve()
+
+
+class Settings(BaseSettings):
+    """All deployment settings. Environment variables are prefixed ``INSITU_``."""
+
+    model_config = SettingsConfigDict(env_prefix="INSITU_", extra="ignore")
+
+    home: Path = Field(default_factory=_home_from_env)
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means the embedded SQLite database in ``home``."""
+    store_url: str = ""
+    """``file:///path`` (default: ``home``/blobs) or ``s3://bucket?endpoint=http://host:port``."""
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    """Deployment secret: keys the pseudonym HMACs and date shifts. Never change it after ingest."""
+    demo: bool = False
+    site: str = "SITE"
+    """Default site name for ingests that do not give ``--site``."""
+    deid_options: str = "rtnLongModifDates"
+    """Comma-separated de-identification options applied when an ingest gives none."""
+    allowed_calling_ae_titles: str = ""
+    """Comma-separated calling AE titles the DICOM listener accepts (empty: refuse all)."""
+    upload_max_bytes: int = 20 * 1024**3
+    ingest_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    tmp_dir: Path | None = None
+    """Where uploads are spooled while they are de-identified; kept outside ``home``."""
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside ``home``."""
+        return self.database_url or f"sqlite:///{self.home / 'insitu.db'}"
+
+    @cached_property
+    def resolved_store_url(self) -> str:
+        """The blob store URL, defaulting to a folder inside ``home``."""
+        return self.store_url or f"file://{self.home / 'blobs'}"
+
+    def secret_bytes(self) -> bytes:
+        """The deployment secret as bytes (the HMAC key for pseudonyms)."""
+        return self.secret_key.get_secret_value().encode()
+
+    def check_secrets(self) -> None:
+        """Refuse to run a real deployment with default secrets."""
+        if self.demo:
+            return
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
+            raise InsecureSettingsError(
+                "INSITU_SECRET_KEY still has its built-in default value. Run `insitu init` "
+                f"(it writes a random secret to {self.home / SETTINGS_FILE_NAME}) or set "
+                "INSITU_SECRET_KEY; `insitu demo` is the only mode that accepts the default."
+            )
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise InsecureSettingsError(
+                "INSITU_SECRET_KEY is shorter than 32 characters; use a random value "
+                "such as the one `insitu init` writes."
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, then ``$INSITU_HOME/settings.env``, then overrides."""
+    home = Path(str(overrides.get("home") or _home_from_env())).resolve()
+    env_file = home / SETTINGS_FILE_NAME
+    settings = Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]
+    return settings
+
+
+def write_settings_file(home: Path) -> Path:
+    """Create ``settings.env`` with a random secret, unless it exists (never overwrite)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SETTINGS_FILE_NAME
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(
+            "# Written by `insitu init`. Keep it secret and back it up: pseudonyms depend on it.\n"
+            f"INSITU_SECRET_KEY={secrets.token_urlsafe(48)}\n"
+        )
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.rename(path)
+    return path

@@ -1,0 +1,37 @@
+"""The FastAPI application: JSON API under /api/v1 and the OpenAPI docs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from insitu import __version__
+from insitu.access.api import router as access_router
+from insitu.access.permissions import Public
+from insitu.catalog.api import router as catalog_router
+from insitu.core.platform import Platform
+from insitu.ingest.api import router as ingest_router
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/health", dependencies=[Public])
+def health() -> dict[str, str]:
+    """Liveness: the app is up."""
+    return {"status": "ok", "version": __version__}
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """Build the app for one opened deployment."""
+    app = FastAPI(
+        title="insitu",
+        version=__version__,
+        description="In-situ processing of de-identified medical imaging data.",
+    )
+    app.state.platform = platform
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(health_router)
+    api.include_router(access_router)
+    api.include_router(ingest_router)
+    api.include_router(catalog_router)
+    app.include_router(api)
+    return app
