@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
 from insitu.ingest.deid.engine import DeidEngine, SubjectContext
 from insitu.ingest.deid.table import Options
+from insitu.ingest.encoder import encode_dataset, encode_file_meta
 from insitu.ingest.pseudonyms import Pseudonymizer
 from insitu.storage.protocol import BlobStore, StagedBlob
 
@@ -70,9 +71,12 @@ class InstanceProcessor:
     """Holds the engine and store of one worker process."""
 
     def __init__(self, config: WorkerConfig) -> None:
+        # Tolerant reading: a value that breaks a VR rule is still read and de-identified.
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         self.config = config
         self.pseudonymizer = Pseudonymizer(config.secret)
         self.engine = DeidEngine(config.options, self.pseudonymizer)
+        self._transfer_syntax = UID("")
 
     def process(self, source: str, data: bytes) -> Outcome:
         """De-identify and stage one file's bytes; never raises for bad input."""
@@ -88,7 +92,7 @@ class InstanceProcessor:
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
             outcome.error = f"unreadable DICOM ({type(exc).__name__}): {exc}"
             return outcome
-        outcome.attributes = catalog_attributes(ds)
+        outcome.attributes = catalog_attributes(ds, self._transfer_syntax)
         outcome.quarantine_reason = quarantine_reason(ds)
         outcome.staged = self.config.store.stage(output)
         return outcome
@@ -99,7 +103,7 @@ class InstanceProcessor:
         header_end = fp.tell()
         transfer_syntax = _transfer_syntax(ds)
         subject = self._subject(ds)
-        tail: bytes | None = None
+        tail: bytes | memoryview | None = None
         if transfer_syntax != DeflatedExplicitVRLittleEndian:
             tail = _pixel_element(data, header_end, transfer_syntax)
         if tail is None:
@@ -107,19 +111,24 @@ class InstanceProcessor:
             tail = b""
         report = self.engine.apply(ds, subject)
         outcome.actions = report.actions
-        _rewrite_file_meta(ds, transfer_syntax)
-        out = io.BytesIO()
-        ds.save_as(out, enforce_file_format=True)
-        return out.getvalue() + tail, ds
+        meta = encode_file_meta(
+            _first_text(ds, 0x00080016),
+            _first_text(ds, 0x00080018),
+            transfer_syntax,
+            IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_VERSION_NAME,
+        )
+        self._transfer_syntax = transfer_syntax
+        return b"".join((meta, encode_dataset(ds, transfer_syntax), tail)), ds
 
     def _subject(self, ds: Dataset) -> SubjectContext:
         for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
-            if not str(ds.get(keyword, "") or "").strip():
+            if not _first_text(ds, _TAGS[keyword]):
                 raise IngestFileError(
                     f"{keyword} is missing or empty: insitu needs it to catalogue the instance; "
                     "fix the export at the source"
                 )
-        patient_id = str(ds.get("PatientID", "") or "").strip()
+        patient_id = _first_text(ds, _TAGS["PatientID"])
         if not patient_id:
             raise IngestFileError(
                 "PatientID is missing or empty: the subject pseudonym is keyed on it; "
@@ -151,13 +160,13 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return uid
 
 
-def _pixel_element(data: bytes, offset: int, transfer_syntax: UID) -> bytes | None:
+def _pixel_element(data: bytes, offset: int, transfer_syntax: UID) -> memoryview | None:
     """The encoded pixel data element at ``offset``, or None if the slow path is needed.
 
     None also covers a file with no pixel data; an incomplete element raises IngestFileError.
     """
     if offset >= len(data):
-        return b"" if offset == len(data) else None
+        return memoryview(b"") if offset == len(data) else None
     endian = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
     implicit = transfer_syntax.is_implicit_VR
     if len(data) - offset < 8:
@@ -189,7 +198,7 @@ def _pixel_element(data: bytes, offset: int, transfer_syntax: UID) -> bytes | No
             )
     if end != len(data):
         return None  # trailing elements: let the full path decide on each of them
-    return data[offset:end]
+    return memoryview(data)[offset:end]
 
 
 def _encapsulated_end(data: bytes, pos: int, endian: str) -> int:
@@ -208,15 +217,19 @@ def _encapsulated_end(data: bytes, pos: int, endian: str) -> int:
         pos += length
 
 
-def _rewrite_file_meta(ds: Dataset, transfer_syntax: UID) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
-    ds.preamble = b"\x00" * 128
+def _first_text(ds: Dataset, tag: int) -> str:
+    """The first value of a text element, read from its raw bytes when not yet converted."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\x00 ").split("\\")[0].strip()
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return str(value[0]).strip() if len(value) else ""
+    return str(value).strip()
 
 
 def _int(value: Any) -> int | None:
@@ -226,21 +239,40 @@ def _int(value: Any) -> int | None:
         return None
 
 
+_TAGS = {
+    "PatientID": 0x00100020,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+    "SOPInstanceUID": 0x00080018,
+    "SOPClassUID": 0x00080016,
+    "StudyDate": 0x00080020,
+    "SeriesDate": 0x00080021,
+    "ContentDate": 0x00080023,
+    "StudyDescription": 0x00081030,
+    "SeriesDescription": 0x0008103E,
+    "Modality": 0x00080060,
+    "BodyPartExamined": 0x00180015,
+    "Manufacturer": 0x00080070,
+    "ManufacturerModelName": 0x00081090,
+    "SeriesNumber": 0x00200011,
+    "InstanceNumber": 0x00200013,
+    "NumberOfFrames": 0x00280008,
+}
+
+
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
-    value = ds.get(keyword)
-    if value in (None, ""):
-        return None
-    return str(value)[:limit]
+    value = _first_text(ds, _TAGS[keyword])
+    return value[:limit] if value else None
 
 
-def catalog_attributes(ds: Dataset) -> dict[str, Any]:
+def catalog_attributes(ds: Dataset, transfer_syntax: str) -> dict[str, Any]:
     """The searchable attributes of a de-identified instance."""
     return {
-        "subject_pseudonym": str(ds.PatientID),
-        "study_instance_uid": str(ds.StudyInstanceUID),
-        "series_instance_uid": str(ds.SeriesInstanceUID),
-        "sop_instance_uid": str(ds.SOPInstanceUID),
-        "sop_class_uid": str(ds.get("SOPClassUID", "")),
+        "subject_pseudonym": _first_text(ds, _TAGS["PatientID"]),
+        "study_instance_uid": _first_text(ds, _TAGS["StudyInstanceUID"]),
+        "series_instance_uid": _first_text(ds, _TAGS["SeriesInstanceUID"]),
+        "sop_instance_uid": _first_text(ds, _TAGS["SOPInstanceUID"]),
+        "sop_class_uid": _first_text(ds, _TAGS["SOPClassUID"]),
         "study_date": _text(ds, "StudyDate", 8),
         "study_description": _text(ds, "StudyDescription"),
         "modality": _text(ds, "Modality", 16),
@@ -249,26 +281,26 @@ def catalog_attributes(ds: Dataset) -> dict[str, Any]:
         "manufacturer_model_name": _text(ds, "ManufacturerModelName"),
         "series_description": _text(ds, "SeriesDescription"),
         "series_date": _text(ds, "SeriesDate", 8),
-        "series_number": _int(ds.get("SeriesNumber")),
-        "instance_number": _int(ds.get("InstanceNumber")),
+        "series_number": _int(_text(ds, "SeriesNumber")),
+        "instance_number": _int(_text(ds, "InstanceNumber")),
         "content_date": _text(ds, "ContentDate", 8),
         "rows": _int(ds.get("Rows")),
         "columns": _int(ds.get("Columns")),
-        "number_of_frames": _int(ds.get("NumberOfFrames")) or (1 if "Rows" in ds else None),
+        "number_of_frames": _int(_text(ds, "NumberOfFrames")) or (1 if "Rows" in ds else None),
         "bits_allocated": _int(ds.get("BitsAllocated")),
-        "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+        "transfer_syntax_uid": str(transfer_syntax),
     }
 
 
 def quarantine_reason(ds: Dataset) -> str | None:
     """Why an instance's pixels may carry identity, or None when they are presumed clean."""
-    burned_in = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    burned_in = _first_text(ds, 0x00280301).upper()
     if burned_in == "YES":
         return "Burned In Annotation (0028,0301) is YES: the pixels show text"
     if burned_in == "NO":
         return None
-    sop_class = str(ds.get("SOPClassUID", ""))
-    modality = str(ds.get("Modality", "") or "").upper()
+    sop_class = _first_text(ds, _TAGS["SOPClassUID"])
+    modality = _first_text(ds, _TAGS["Modality"]).upper()
     if sop_class.startswith(_RISKY_SOP_PREFIXES) or modality in _RISKY_MODALITIES:
         return (
             f"modality {modality or '?'} / SOP class {sop_class} without Burned In Annotation: "

@@ -105,6 +105,7 @@ class DeidEngine:
         self.profile: ResolvedProfile = resolve_profile(options)
         self.pseudonymizer = pseudonymizer
         self._decisions: dict[tuple[int, str], tuple[str, Action]] = {}
+        self._method_elements = self._build_method_elements()
         self._unknown_dates = (
             Action.keep
             if DeidOption.retain_long_full_dates in options
@@ -210,75 +211,71 @@ class DeidEngine:
         subject: SubjectContext,
         report: DeidReport,
     ) -> None:
-        elem = ds[tag]
         if vr == "SQ":
+            elem = ds[tag]
             if action is Action.zero:
                 elem.value = Sequence()
             else:
                 # D, U, C and S on a sequence keep its structure and de-identify its items.
                 self._walk_items(elem, subject, report)
             return
+        # Work on the stored text where possible: converting every element through pydicom
+        # costs more than the rest of the de-identification together.
+        original = ds.get_item(tag)
+        if original is None:
+            return
+        if vr in _BINARY_VRS or vr in _NUMBER_VRS:
+            value = ds[tag].value
+            if action is Action.zero:
+                ds[tag] = DataElement(tag, vr, _empty_value(vr))
+            elif action is not Action.keep and value not in (None, b"", ""):
+                ds[tag] = DataElement(tag, vr, _dummy_binary(value, vr))
+            return
+        values = _text_values(original)
+        new_values: list[str] | None
         if action is Action.pseudonym:
-            elem.value = subject.pseudonym
+            new_values = [subject.pseudonym]
         elif action is Action.zero:
-            elem.value = _empty_value(vr)
+            new_values = []
         elif action is Action.dummy:
-            elem.value = self._dummy(elem, vr)
+            new_values = self._dummy(values, vr)
         elif action is Action.uid:
-            if vr == "UI":
-                elem.value = self._map_uids(elem.value)
-            else:
-                elem.value = self._dummy(elem, vr)
+            new_values = self._map_uids(values) if vr == "UI" else self._dummy(values, vr)
         elif action is Action.shift:
-            elem.value = self._shift(elem, vr, subject)
+            new_values = self._shift(values, vr, subject)
         elif action is Action.clean:
-            elem.value = self._clean(elem, vr)
+            new_values = None if _all_clean(values) else self._dummy(values, vr)
+        else:
+            new_values = None
+        if new_values is not None:
+            ds[tag] = DataElement(tag, vr, _join(new_values))
 
-    def _map_uids(self, value: Any) -> Any:
-        if value is None or value == "":
-            return value
-        values = value if isinstance(value, list | tuple) else [value]
-        mapped = [self.pseudonymizer.uid(str(v)) for v in values if str(v)]
-        return mapped if isinstance(value, list | tuple) else mapped[0]
+    def _map_uids(self, values: list[str]) -> list[str]:
+        return [self.pseudonymizer.uid(v) if v else v for v in values]
 
-    def _dummy(self, elem: DataElement, vr: str) -> Any:
-        if elem.is_empty:
-            return elem.value
+    def _dummy(self, values: list[str], vr: str) -> list[str]:
+        if not any(values):
+            return values
         if vr == "UI":
-            return self._map_uids(elem.value)
-        if vr in _BINARY_VRS:
-            raw = elem.value if isinstance(elem.value, bytes | bytearray) else b""
-            return bytes(len(raw))
-        if vr in _NUMBER_VRS:
-            return 0
-        if vr in _DUMMY_TEXT:
-            return _DUMMY_TEXT[vr]
-        return "ANONYMIZED"
+            return self._map_uids(values)
+        return [_DUMMY_TEXT.get(vr, "ANONYMIZED")]
 
-    def _shift(self, elem: DataElement, vr: str, subject: SubjectContext) -> Any:
-        if vr not in ("DA", "DT") or elem.is_empty:
-            return elem.value  # a whole-day shift leaves times (TM) and ages as they are
+    def _shift(self, values: list[str], vr: str, subject: SubjectContext) -> list[str] | None:
+        if vr not in ("DA", "DT") or not any(values):
+            return None  # a whole-day shift leaves times (TM) and ages as they are
         shifter = shift_date if vr == "DA" else shift_datetime
-        values = elem.value if isinstance(elem.value, list | tuple) else [elem.value]
-        shifted = [shifter(str(v), subject.date_shift) for v in values]
+        shifted = [shifter(v, subject.date_shift) if v else v for v in values]
         if any(s is None for s in shifted):
-            return _DUMMY_TEXT[vr]  # a date we cannot shift is not kept as it is
-        return shifted if len(shifted) > 1 else shifted[0]
-
-    def _clean(self, elem: DataElement, vr: str) -> Any:
-        if elem.is_empty:
-            return elem.value
-        if vr in TEXT_VRS or vr == "CS":
-            values = elem.value if isinstance(elem.value, list | tuple) else [elem.value]
-            if all(is_clean_descriptor(str(v)) for v in values):
-                return elem.value
-        return self._dummy(elem, vr)
+            return [_DUMMY_TEXT[vr]]  # a date we cannot shift is not kept as it is
+        return [s or "" for s in shifted]
 
     def _record_method(self, ds: Dataset) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        codes = [BASIC_PROFILE_CODE] + sorted(o.code for o in self.options.enabled)
-        # LO holds 64 characters: the code sequence below is the complete record.
-        ds.DeidentificationMethod = f"insitu PS3.15 E.1-1 {self.options.fingerprint}"[:64]
+        for elem in self._method_elements:
+            ds[elem.tag] = elem
+
+    def _build_method_elements(self) -> tuple[DataElement, ...]:
+        """The elements recording profile and options; built once, shared by every instance."""
+        codes = [BASIC_PROFILE_CODE, *sorted(o.code for o in self.options.enabled)]
         items = []
         for value, meaning in codes:
             item = Dataset()
@@ -286,13 +283,19 @@ class DeidEngine:
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = meaning
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
         if DeidOption.retain_long_full_dates in self.options:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            temporal = "UNMODIFIED"
         elif DeidOption.retain_long_modified_dates in self.options:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            temporal = "MODIFIED"
         else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+            temporal = "REMOVED"
+        return (
+            DataElement(0x00120062, "CS", "YES"),
+            # LO holds 64 characters: the code sequence is the complete record.
+            DataElement(0x00120063, "LO", f"insitu PS3.15 E.1-1 {self.options.fingerprint}"[:64]),
+            DataElement(0x00120064, "SQ", Sequence(items)),
+            DataElement(0x00280303, "CS", temporal),
+        )
 
 
 def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
@@ -303,6 +306,34 @@ def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
         return str(dictionary_VR(tag))[:2]
     except KeyError:
         return "UN"
+
+
+def _text_values(elem: DataElement | RawDataElement) -> list[str]:
+    value = elem.value
+    if isinstance(value, bytes):
+        text = value.decode("latin-1").rstrip("\x00 ")
+        return text.split("\\") if text else []
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _join(values: list[str]) -> str | None:
+    return "\\".join(values) if values else None
+
+
+def _all_clean(values: list[str]) -> bool:
+    return all(is_clean_descriptor(v) for v in values)
+
+
+def _dummy_binary(value: Any, vr: str) -> Any:
+    if vr in _BINARY_VRS:
+        return bytes(len(value)) if isinstance(value, bytes | bytearray) else b""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [0] * len(value)
+    return 0
 
 
 def _empty_value(vr: str) -> Any:

@@ -1,0 +1,89 @@
+"""Encodes a de-identified dataset back to Part 10 bytes, faster than ``dcmwrite``.
+
+Elements the engine left untouched are still pydicom ``RawDataElement``s holding their original
+bytes: they are copied with a hand-built header. Everything else (changed values, sequences)
+goes through pydicom's own element writer, so encoding rules stay pydicom's.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.uid import UID
+
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def _meta_element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr == b"UI" else b" "
+    group, element = tag >> 16, tag & 0xFFFF
+    if vr == b"OB":
+        return struct.pack("<HH2s2xL", group, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def encode_file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    implementation_class_uid: str,
+    implementation_version_name: str,
+) -> bytes:
+    """Preamble, prefix and a File Meta Information group (always Explicit VR LE)."""
+    body = b"".join(
+        (
+            _meta_element(0x00020001, b"OB", b"\x00\x01"),
+            _meta_element(0x00020002, b"UI", sop_class_uid.encode()),
+            _meta_element(0x00020003, b"UI", sop_instance_uid.encode()),
+            _meta_element(0x00020010, b"UI", transfer_syntax.encode()),
+            _meta_element(0x00020012, b"UI", implementation_class_uid.encode()),
+            _meta_element(0x00020013, b"SH", implementation_version_name.encode()),
+        )
+    )
+    return PREAMBLE + struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
+    """The dataset (without file meta) in the given transfer syntax's encoding."""
+    little = transfer_syntax.is_little_endian
+    implicit = transfer_syntax.is_implicit_VR
+    endian = "<" if little else ">"
+    short_header = struct.Struct(endian + "HH2sH")
+    long_header = struct.Struct(endian + "HH2s2xL")
+    implicit_header = struct.Struct(endian + "HHL")
+    fp = DicomBytesIO()
+    fp.is_little_endian = little
+    fp.is_implicit_VR = implicit
+    encodings = ds._character_set  # noqa: SLF001 - the writer needs the dataset's charset
+    write = fp.write
+    for tag in sorted(ds.keys()):
+        elem = ds.get_item(tag)
+        if elem is None:
+            continue
+        raw_value = elem.value if elem.is_raw else None
+        if (
+            isinstance(raw_value, bytes)
+            and elem.length != 0xFFFFFFFF
+            and elem.is_little_endian == little
+            and elem.is_implicit_VR == implicit
+            and (implicit or (elem.VR and len(elem.VR) == 2))
+        ):
+            group, element = tag >> 16, tag & 0xFFFF
+            length = len(raw_value)
+            if implicit:
+                write(implicit_header.pack(group, element, length))
+            else:
+                vr = str(elem.VR)
+                if vr in _LONG_VRS:
+                    write(long_header.pack(group, element, vr.encode(), length))
+                else:
+                    write(short_header.pack(group, element, vr.encode(), length))
+            write(raw_value)
+            continue
+        write_data_element(fp, ds[tag] if elem.is_raw else elem, encodings)
+    return fp.getvalue()
