@@ -32,11 +32,11 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     with postgres_cluster() as cluster:
-        template = make_engine(cluster.url.replace("/postgres", "/postgres"), isolation_level="AUTOCOMMIT")
+        template = make_engine(cluster.url, isolation_level="AUTOCOMMIT")
         with template.connect() as connection:
             connection.execute(sa.text("CREATE DATABASE insitu_template"))
         template.dispose()
-        engine = make_engine(cluster.url.replace("/postgres", "/insitu_template"))
+        engine = make_engine(_with_database(cluster.url, "insitu_template"))
         migrate(engine)
         engine.dispose()
         yield cluster
@@ -48,7 +48,11 @@ def _fresh_postgres_database(cluster: PostgresCluster) -> str:
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE insitu_template'))
     admin.dispose()
-    return cluster.url.replace("/postgres", f"/{name}")
+    return _with_database(cluster.url, name)
+
+
+def _with_database(url: str, name: str) -> str:
+    return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
@@ -57,7 +57,10 @@ def encode(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian, pixels: b
     meta.TransferSyntaxUID = transfer_syntax
     ds.file_meta = meta
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    if UID(transfer_syntax).is_transfer_syntax:
+        ds.save_as(buffer, enforce_file_format=True)
+    else:  # a private syntax: pydicom needs to be told the encoding
+        ds.save_as(buffer, enforce_file_format=True, implicit_vr=False, little_endian=True)
     return buffer.getvalue()
 
 

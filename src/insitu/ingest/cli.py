@@ -83,7 +83,7 @@ def ingest_command(
             try:
                 result = service.ingest(
                     platform,
-                    iter_sources(paths),
+                    iter_sources(paths, exclude=settings.home),
                     site=site or settings.site,
                     options=deid_options,
                     workers=workers or settings.ingest_workers,

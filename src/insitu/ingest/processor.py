@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,13 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from insitu.ingest.deid.engine import DeidEngine, SubjectContext
 from insitu.ingest.deid.table import Options
@@ -99,7 +106,20 @@ class InstanceProcessor:
 
     def _deidentify(self, data: bytes, outcome: Outcome) -> tuple[bytes, Dataset]:
         fp = io.BytesIO(data)
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        except InvalidDicomError:
+            # Tolerant reading: old exports lack the preamble and file meta. Such a file is
+            # accepted only if it then reads as a dataset with a SOP Class or Instance UID.
+            fp.seek(0)
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            except Exception:  # noqa: BLE001 - whatever force-reading raises, it is not DICOM
+                ds = Dataset()
+            if 0x00080016 not in ds and 0x00080018 not in ds:
+                raise IngestFileError(
+                    "not a DICOM file: no DICM prefix and no SOP Class or Instance UID"
+                ) from None
         header_end = fp.tell()
         transfer_syntax = _transfer_syntax(ds)
         subject = self._subject(ds)
@@ -119,7 +139,11 @@ class InstanceProcessor:
             IMPLEMENTATION_VERSION_NAME,
         )
         self._transfer_syntax = transfer_syntax
-        return b"".join((meta, encode_dataset(ds, transfer_syntax), tail)), ds
+        body = encode_dataset(ds, transfer_syntax)
+        if transfer_syntax == DeflatedExplicitVRLittleEndian:
+            compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            body = compressor.compress(body) + compressor.flush()
+        return b"".join((meta, body, tail)), ds
 
     def _subject(self, ds: Dataset) -> SubjectContext:
         for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
@@ -146,6 +170,11 @@ class InstanceProcessor:
 def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
     uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if not uid and None not in ds.original_encoding:
+        implicit, little = ds.original_encoding
+        uid = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        if not little:
+            uid = ExplicitVRBigEndian
     if not uid:
         raise IngestFileError(
             "the file meta information has no Transfer Syntax UID (0002,0010); "

@@ -101,20 +101,26 @@ def iter_zip(path: Path) -> Iterator[SourceItem]:
             yield SourceItem(source=source, data=data)
 
 
-def _walk_files(root: Path) -> Iterator[Path]:
+def _walk_files(root: Path, skip: Path | None) -> Iterator[Path]:
     for folder, dirs, files in os.walk(root):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if skip is None or (Path(folder) / d).resolve() != skip)
         for name in sorted(files):
             yield Path(folder) / name
 
 
-def iter_sources(paths: Iterable[Path]) -> Iterator[SourceItem]:
-    """Every file under the given paths, zip archives opened, in a stable order."""
+def iter_sources(paths: Iterable[Path], exclude: Path | None = None) -> Iterator[SourceItem]:
+    """Every file under the given paths, zip archives opened, in a stable order.
+
+    ``exclude`` (the deployment's own INSITU_HOME) is never read, even when inside a path.
+    """
+    skip = exclude.resolve() if exclude is not None else None
     for given in paths:
         if not given.exists():
             yield SourceItem(source=str(given), error="no such file or folder")
             continue
-        candidates = _walk_files(given) if given.is_dir() else iter([given])
+        if skip is not None and given.resolve().is_relative_to(skip):
+            continue
+        candidates = _walk_files(given, skip) if given.is_dir() else iter([given])
         for path in candidates:
             if path.name in SKIPPED_NAMES:
                 continue
