@@ -7,10 +7,11 @@ any route that declares neither, so a new route cannot forget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -85,6 +86,19 @@ AnyUser = Annotated[Principal, Depends(require())]
 Steward = Annotated[Principal, Depends(require(Role.steward))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 Public = Depends(public)
+
+
+def iter_api_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, APIRoute]]:
+    """Every APIRoute with its full path, also inside included routers (FastAPI keeps
+    included routers as nodes of their own in recent versions)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield prefix + route.path, route
+            continue
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            context = getattr(route, "include_context", None)
+            yield from iter_api_routes(included.routes, prefix + getattr(context, "prefix", ""))
 
 
 def route_permission(dependant: Any) -> tuple[str, ...] | None:

@@ -43,7 +43,7 @@ async def upload(
     try:
         deid_options = Options.parse(options if options is not None else settings.deid_options)
     except OptionsError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     limit = settings.upload_max_bytes
     fd, name = tempfile.mkstemp(prefix="insitu-upload-", dir=settings.tmp_dir)
     spool = Path(name)
@@ -54,13 +54,13 @@ async def upload(
                 received += len(chunk)
                 if received > limit:
                     raise HTTPException(
-                        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                        status.HTTP_413_CONTENT_TOO_LARGE,
                         detail=f"upload is over the {limit} byte limit (INSITU_UPLOAD_MAX_BYTES); "
                         "split it or use `insitu ingest` on the platform host",
                     )
                 handle.write(chunk)
         if received == 0:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="the upload is empty")
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the upload is empty")
         items = _rename(iter_sources([spool]), spool, Path(filename).name)
         result = await run_in_threadpool(
             service.ingest,

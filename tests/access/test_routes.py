@@ -1,0 +1,104 @@
+"""The access rule: every route declares its permission, and each one refuses the wrong caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from insitu.access.permissions import iter_api_routes, route_permission
+from insitu.core.platform import Platform
+from insitu.web.app import create_app
+from tests.factories import encode, minimal_dataset, user_token
+
+# Every route of the API and who may call it. A new route must be added here (the test below
+# fails otherwise), and gets the refusal tests for free.
+EXPECTED = {
+    ("GET", "/api/v1/health"): ("public",),
+    ("GET", "/api/v1/whoami"): ("any",),
+    ("POST", "/api/v1/uploads"): ("steward",),
+    ("GET", "/api/v1/ingest/batches/{batch_id}"): ("steward",),
+    ("GET", "/api/v1/quarantine"): ("steward",),
+    ("GET", "/api/v1/catalog/series"): ("steward",),
+    ("GET", "/api/v1/catalog/subjects"): ("steward",),
+    ("GET", "/api/v1/catalog/stats"): ("steward",),
+}
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(platform)) as test_client:
+        yield test_client
+
+
+def _routes(platform: Platform) -> dict[tuple[str, str], tuple[str, ...] | None]:
+    app = create_app(platform)
+    found = {}
+    for path, route in iter_api_routes(app.routes):
+        for method in route.methods:
+            found[(method, path)] = route_permission(route.dependant)
+    return found
+
+
+def test_every_route_declares_its_permission(platform: Platform) -> None:
+    assert _routes(platform) == EXPECTED
+
+
+def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = path.replace("{batch_id}", "1")
+    if method == "POST":
+        return client.post(url, content=b"x", headers=headers).status_code
+    return client.get(url, headers=headers).status_code
+
+
+@pytest.mark.parametrize(("method", "path"), [k for k, v in EXPECTED.items() if v != ("public",)])
+def test_no_login_and_bad_tokens_are_refused(client: TestClient, method: str, path: str) -> None:
+    assert _call(client, method, path, None) == 401
+    assert _call(client, method, path, "insitu_not-a-real-token") == 401
+    assert _call(client, method, path, "garbage") == 401
+
+
+@pytest.mark.parametrize(("method", "path"), [k for k, v in EXPECTED.items() if "steward" in v])
+def test_wrong_roles_are_refused(platform: Platform, client: TestClient, method: str, path: str) -> None:
+    for role in ("admin", "researcher", "maintainer", "organiser", "auditor"):
+        token = user_token(platform, f"user-{role}", role)
+        response_code = _call(client, method, path, token)
+        assert response_code == 403, (role, response_code)
+
+
+def test_refusals_change_nothing(platform: Platform, client: TestClient) -> None:
+    researcher = user_token(platform, "res", "researcher")
+    data = encode(minimal_dataset(), pixels=bytes(64))
+    assert client.post("/api/v1/uploads", content=data).status_code == 401
+    assert client.post("/api/v1/uploads", content=data, headers={"Authorization": f"Bearer {researcher}"}).status_code == 403
+    steward = user_token(platform, "stew", "steward")
+    stats = client.get("/api/v1/catalog/stats", headers={"Authorization": f"Bearer {steward}"}).json()
+    assert stats == {"subjects": 0, "studies": 0, "series": 0, "instances": 0}
+    assert list(platform.store.digests()) == []
+
+
+def test_revoked_and_expired_tokens_are_refused(platform: Platform, client: TestClient) -> None:
+    import datetime as dt
+
+    from insitu.access import service
+    from insitu.access.models import ApiToken
+    from insitu.db import session_scope, utcnow
+
+    with session_scope(platform.sessions) as session:
+        user = service.create_user(session, "temp", "steward")
+        expired = service.issue_token(session, user, expires_at=utcnow() - dt.timedelta(seconds=1))
+        revoked = service.issue_token(session, user)
+        row = session.query(ApiToken).filter_by(token_hash=service.hash_token(revoked)).one()
+        row.revoked_at = utcnow()
+    for token in (expired, revoked):
+        response = client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+        assert "unknown, expired or revoked" in response.json()["detail"]
+
+
+def test_public_routes_and_docs(client: TestClient) -> None:
+    assert client.get("/api/v1/health").json()["status"] == "ok"
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,73 @@
+"""Uploads through the API: streamed, de-identified, steward only, spool removed."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from insitu.core.platform import Platform
+from insitu.web.app import create_app
+from tests.factories import encode, minimal_dataset, user_token
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(platform)) as test_client:
+        yield test_client
+
+
+def test_steward_uploads_a_file_and_a_zip_and_finds_them(platform: Platform, client: TestClient, tmp_path: Path) -> None:
+    token = user_token(platform, "stew", "steward")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
+    spool_dir = Path(tempfile.gettempdir())
+    before = set(spool_dir.glob("insitu-upload-*"))
+    single = client.post("/api/v1/uploads?site=SITE-B", content=encode(minimal_dataset(Modality="MR"), pixels=bytes(64)), headers=headers)
+    assert single.status_code == 201, single.text
+    assert single.json()["counts"]["ingested"] == 1
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for _ in range(3):
+            zf.writestr(f"DOE_JOHN/{_}.dcm", encode(minimal_dataset(), pixels=bytes(64)))
+        zf.writestr("DOE_JOHN/readme.txt", "not dicom")
+    response = client.post("/api/v1/uploads?filename=export.zip", content=archive.getvalue(), headers=headers)
+    report = response.json()
+    assert report["counts"]["ingested"] == 3 and report["counts"]["failed"] == 1
+    assert set(spool_dir.glob("insitu-upload-*")) == before
+    found = client.get("/api/v1/catalog/series?modality=MR", headers=headers).json()
+    assert found["total"] == 1 and found["items"][0]["site"] == "SITE-B"
+    batch = client.get(f"/api/v1/ingest/batches/{report['batch_id']}", headers=headers).json()
+    assert batch["status"] == "completed"
+    assert client.get("/api/v1/ingest/batches/9999", headers=headers).status_code == 404
+
+
+def test_bad_upload_parameters_are_explained(platform: Platform, client: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {user_token(platform, 'stew', 'steward')}"}
+    empty = client.post("/api/v1/uploads", content=b"", headers=headers)
+    assert empty.status_code == 422 and "empty" in empty.json()["detail"]
+    options = client.post("/api/v1/uploads?options=nope", content=b"x", headers=headers)
+    assert options.status_code == 422 and "unknown de-identification option" in options.json()["detail"]
+    site = client.post("/api/v1/uploads?site=../x", content=b"x", headers=headers)
+    assert site.status_code == 422
+
+
+def test_upload_size_limit(platform: Platform, client: TestClient) -> None:
+    platform.settings.upload_max_bytes = 1000
+    headers = {"Authorization": f"Bearer {user_token(platform, 'stew', 'steward')}"}
+    response = client.post("/api/v1/uploads", content=b"x" * 5000, headers=headers)
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+
+def test_quarantine_is_listed_with_reasons(platform: Platform, client: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {user_token(platform, 'stew', 'steward')}"}
+    burned = minimal_dataset(BurnedInAnnotation="YES")
+    client.post("/api/v1/uploads", content=encode(burned, pixels=bytes(64)), headers=headers)
+    items = client.get("/api/v1/quarantine", headers=headers).json()["items"]
+    assert len(items) == 1 and "Burned In Annotation" in items[0]["reason"]
+    assert client.get("/api/v1/catalog/stats", headers=headers).json()["instances"] == 0
