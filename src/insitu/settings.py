@@ -10,6 +10,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,12 +84,11 @@ class Settings(BaseSettings):
             )
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, then ``$INSITU_HOME/settings.env``, then overrides."""
     home = Path(str(overrides.get("home") or _home_from_env())).resolve()
     env_file = home / SETTINGS_FILE_NAME
-    settings = Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]
-    return settings
+    return Settings(_env_file=env_file if env_file.exists() else None, **overrides)
 
 
 def write_settings_file(home: Path) -> Path:

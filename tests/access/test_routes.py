@@ -36,7 +36,7 @@ def _routes(platform: Platform) -> dict[tuple[str, str], tuple[str, ...] | None]
     app = create_app(platform)
     found = {}
     for path, route in iter_api_routes(app.routes):
-        for method in route.methods:
+        for method in route.methods or ():
             found[(method, path)] = route_permission(route.dependant)
     return found
 
@@ -49,8 +49,8 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = path.replace("{batch_id}", "1")
     if method == "POST":
-        return client.post(url, content=b"x", headers=headers).status_code
-    return client.get(url, headers=headers).status_code
+        return int(client.post(url, content=b"x", headers=headers).status_code)
+    return int(client.get(url, headers=headers).status_code)
 
 
 @pytest.mark.parametrize(("method", "path"), [k for k, v in EXPECTED.items() if v != ("public",)])
@@ -61,7 +61,9 @@ def test_no_login_and_bad_tokens_are_refused(client: TestClient, method: str, pa
 
 
 @pytest.mark.parametrize(("method", "path"), [k for k, v in EXPECTED.items() if "steward" in v])
-def test_wrong_roles_are_refused(platform: Platform, client: TestClient, method: str, path: str) -> None:
+def test_wrong_roles_are_refused(
+    platform: Platform, client: TestClient, method: str, path: str
+) -> None:
     for role in ("admin", "researcher", "maintainer", "organiser", "auditor"):
         token = user_token(platform, f"user-{role}", role)
         response_code = _call(client, method, path, token)
@@ -72,9 +74,16 @@ def test_refusals_change_nothing(platform: Platform, client: TestClient) -> None
     researcher = user_token(platform, "res", "researcher")
     data = encode(minimal_dataset(), pixels=bytes(64))
     assert client.post("/api/v1/uploads", content=data).status_code == 401
-    assert client.post("/api/v1/uploads", content=data, headers={"Authorization": f"Bearer {researcher}"}).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/uploads", content=data, headers={"Authorization": f"Bearer {researcher}"}
+        ).status_code
+        == 403
+    )
     steward = user_token(platform, "stew", "steward")
-    stats = client.get("/api/v1/catalog/stats", headers={"Authorization": f"Bearer {steward}"}).json()
+    stats = client.get(
+        "/api/v1/catalog/stats", headers={"Authorization": f"Bearer {steward}"}
+    ).json()
     assert stats == {"subjects": 0, "studies": 0, "series": 0, "instances": 0}
     assert list(platform.store.digests()) == []
 

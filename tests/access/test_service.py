@@ -18,7 +18,8 @@ def test_tokens_are_stored_only_as_hashes(db_session: Session) -> None:
     assert stored[0].token_hash == service.hash_token(token)
     assert token not in (stored[0].token_hash, stored[0].prefix)
     principal = service.authenticate_token(db_session, token)
-    assert principal is not None and principal.role is Role.steward
+    assert principal is not None
+    assert principal.role is Role.steward
 
 
 def test_user_validation_names_the_problem(db_session: Session) -> None:

@@ -40,26 +40,34 @@ def test_init_prints_the_admin_token_once(home: Path) -> None:
     assert first["token"].startswith("insitu_")
     assert oct((home / "settings.env").stat().st_mode)[-3:] == "600"
     code, out, _ = _invoke("init", "--json")
-    assert code == 0 and json.loads(out)["token"] is None
+    assert code == 0
+    assert json.loads(out)["token"] is None
     assert first["token"] not in (home / "insitu.db").read_bytes().decode("latin-1")
 
 
 def test_user_add_and_its_errors(home: Path) -> None:
     _invoke("init")
     code, out, _ = _invoke("user", "add", "bea", "--role", "steward", "--json")
-    assert code == 0 and json.loads(out)["role"] == "steward"
+    assert code == 0
+    assert json.loads(out)["role"] == "steward"
     code, out, err = _invoke("user", "add", "bea", "--role", "steward")
-    assert code == 1 and out == "" and err.strip() == "insitu: error: user 'bea' already exists"
+    assert code == 1
+    assert out == ""
+    assert err.strip() == "insitu: error: user 'bea' already exists"
     code, _, err = _invoke("user", "add", "cid", "--role", "emperor")
-    assert code == 1 and "is not one of" in err
+    assert code == 1
+    assert "is not one of" in err
 
 
 def test_host_commands_need_an_initialised_home(home: Path) -> None:
     code, _, err = _invoke("ingest", str(home))
-    assert code == 1 and "run `insitu init` first" in err
+    assert code == 1
+    assert "run `insitu init` first" in err
 
 
-def test_default_secrets_are_refused_outside_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_secrets_are_refused_outside_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("INSITU_HOME", str(tmp_path))
     with pytest.raises(InsecureSettingsError, match="built-in default"):
         open_platform(load_settings())
@@ -70,43 +78,61 @@ def test_default_secrets_are_refused_outside_demo(tmp_path: Path, monkeypatch: p
     demo.close()
 
 
-def test_ingest_exit_status_counts_failures_and_json_is_one_document(home: Path, tmp_path: Path) -> None:
+def test_ingest_exit_status_counts_failures_and_json_is_one_document(
+    home: Path, tmp_path: Path
+) -> None:
     _invoke("init")
-    corpus = generate_corpus(tmp_path / "export", subjects=1, ct_slices=2, mr_slices=1, rows=16, columns=16)
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=1, ct_slices=2, mr_slices=1, rows=16, columns=16
+    )
     write(corpus.root / "junk1.txt", b"junk")
     write(corpus.root / "junk2.txt", b"junk")
-    code, out, err = _invoke("ingest", str(corpus.root), "--site", "SITE-D", "--workers", "1", "--json")
+    code, out, err = _invoke(
+        "ingest", str(corpus.root), "--site", "SITE-D", "--workers", "1", "--json"
+    )
     assert code == 2
     report = json.loads(out)
-    assert report["counts"]["ingested"] == 3 and report["counts"]["failed"] == 2
-    assert {Path(f["path"]).name for f in report["failures_with_paths"]} == {"junk1.txt", "junk2.txt"}
+    assert report["counts"]["ingested"] == 3
+    assert report["counts"]["failed"] == 2
+    assert {Path(f["path"]).name for f in report["failures_with_paths"]} == {
+        "junk1.txt",
+        "junk2.txt",
+    }
     code, out, err = _invoke("ingest", str(corpus.files[0]), "--site", "SITE-D", "--workers", "1")
     assert code == 0
-    assert "ingest batch" in err and "duplicates" in err
+    assert "ingest batch" in err
+    assert "duplicates" in err
     code, _, err = _invoke("ingest", str(corpus.root), "--options", "retain-everything")
-    assert code == 1 and "unknown de-identification option" in err
+    assert code == 1
+    assert "unknown de-identification option" in err
 
 
 def test_ingest_clinical_needs_a_mapping(home: Path, tmp_path: Path) -> None:
     _invoke("init")
     clinical = write(tmp_path / "c.csv", b"patient_id,age\nP1,50\n")
     code, _, err = _invoke("ingest", "--clinical", str(clinical))
-    assert code == 1 and "--clinical-map" in err
+    assert code == 1
+    assert "--clinical-map" in err
     mapping = write(tmp_path / "m.toml", b"columns = {}\n")
     code, _, err = _invoke("ingest", "--clinical", str(clinical), "--clinical-map", str(mapping))
-    assert code == 1 and "field 'key'" in err
+    assert code == 1
+    assert "field 'key'" in err
 
 
 @pytest.fixture
 def live_server(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    code, out, _ = _invoke("init", "--json")
+    _code, out, _ = _invoke("init", "--json")
     admin = json.loads(out)["token"]
     tokens = {"admin": admin}
     for name, role in (("stew", "steward"), ("res", "researcher")):
-        tokens[name] = json.loads(_invoke("user", "add", name, "--role", role, "--json")[1])["token"]
+        tokens[name] = json.loads(_invoke("user", "add", name, "--role", role, "--json")[1])[
+            "token"
+        ]
     platform = open_platform(load_settings())
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for_port(port)
@@ -117,32 +143,50 @@ def live_server(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     platform.close()
 
 
-def test_client_commands_against_a_live_server(live_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    corpus = generate_corpus(tmp_path / "export", subjects=2, ct_slices=2, mr_slices=1, rows=16, columns=16, ultrasound=True)
+def test_client_commands_against_a_live_server(
+    live_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = generate_corpus(
+        tmp_path / "export",
+        subjects=2,
+        ct_slices=2,
+        mr_slices=1,
+        rows=16,
+        columns=16,
+        ultrasound=True,
+    )
     assert _invoke("ingest", str(corpus.root), "--workers", "1")[0] == 0
     code, _, err = _invoke("catalog", "search")
-    assert code == 1 and "401" in err and "login required" in err
+    assert code == 1
+    assert "401" in err
+    assert "login required" in err
     monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
     code, _, err = _invoke("catalog", "search", "--json")
-    assert code == 1 and "403" in err and "steward" in err
+    assert code == 1
+    assert "403" in err
+    assert "steward" in err
     code, out, _ = _invoke("whoami", "--json")
     assert json.loads(out) == {"name": "res", "role": "researcher"}
     monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
     code, out, _ = _invoke("catalog", "search", "--modality", "CT", "--json")
     assert code == 0
     found = json.loads(out)
-    assert found["total"] == 2 and {i["modality"] for i in found["items"]} == {"CT"}
+    assert found["total"] == 2
+    assert {i["modality"] for i in found["items"]} == {"CT"}
     code, out, _ = _invoke("quarantine", "list", "--json")
-    assert code == 0 and len(json.loads(out)["items"]) == 2
+    assert code == 0
+    assert len(json.loads(out)["items"]) == 2
 
 
 def test_client_commands_explain_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSITU_URL", f"http://127.0.0.1:{free_port()}")
     code, out, err = _invoke("catalog", "search")
-    assert code == 1 and out == "" and "cannot reach the insitu server" in err
+    assert code == 1
+    assert out == ""
+    assert "cannot reach the insitu server" in err
 
 
 def test_help_lists_the_contract_commands() -> None:
-    code, out, _ = _invoke("--help")
+    _code, out, _ = _invoke("--help")
     for command in ("init", "serve", "demo", "user", "ingest", "dicom", "catalog", "whoami"):
         assert command in out

@@ -40,7 +40,11 @@ CONTAINER = 0x00409096  # Real World Value Mapping Sequence
 OPTION_SETS = [
     pytest.param((), id="basic-profile-only"),
     pytest.param(("retain-long-modified-dates",), id="default"),
-    *[pytest.param((o.value,), id=o.value) for o in DeidOption if o is not DeidOption.retain_long_modified_dates],
+    *[
+        pytest.param((o.value,), id=o.value)
+        for o in DeidOption
+        if o is not DeidOption.retain_long_modified_dates
+    ],
     pytest.param(("retain-uids", "retain-device-identity", "clean-descriptors"), id="combination"),
 ]
 
@@ -58,7 +62,7 @@ def expected_letter(row: dict[str, Any], options: tuple[str, ...]) -> str:
         return "K"
     if "C" in chosen:
         return "C"
-    return COMBINED.get(row["basicProfile"], row["basicProfile"])
+    return str(COMBINED.get(row["basicProfile"], row["basicProfile"]))
 
 
 def _vr(tag: int) -> str | None:
@@ -66,7 +70,9 @@ def _vr(tag: int) -> str | None:
         vr = str(dictionary_VR(tag))
     except KeyError:
         return None
-    return {"US or SS": "US", "OB or OW": "OB", "US or OW": "US", "US or SS or OW": "US"}.get(vr, vr)
+    return {"US or SS": "US", "OB or OW": "OB", "US or OW": "US", "US or SS or OW": "US"}.get(
+        vr, vr
+    )
 
 
 def original_value(vr: str, index: int) -> Any:
@@ -138,14 +144,22 @@ def _process(options: tuple[str, ...], tmp_path: Path) -> tuple[Dataset, Pseudon
     assert outcome.error is None, outcome.error
     assert outcome.staged is not None
     store.commit([outcome.staged])
-    return pydicom.dcmread(store.root / "sha256" / outcome.staged.digest[:2] / outcome.staged.digest[2:4] / outcome.staged.digest), processor.pseudonymizer
+    return pydicom.dcmread(
+        store.root
+        / "sha256"
+        / outcome.staged.digest[:2]
+        / outcome.staged.digest[2:4]
+        / outcome.staged.digest
+    ), processor.pseudonymizer
 
 
 def _is_empty(value: Any) -> bool:
     return value is None or value in ("", b"") or (isinstance(value, Sequence) and len(value) == 0)
 
 
-def _check(ds: Dataset, tag: int, vr: str, index: int, letter: str, pseudo: Pseudonymizer, where: str) -> str | None:
+def _check(
+    ds: Dataset, tag: int, vr: str, index: int, letter: str, pseudo: Pseudonymizer, where: str
+) -> str | None:
     original = original_value(vr, index)
     present = tag in ds
     value = ds[tag].value if present else None
@@ -165,7 +179,11 @@ def _check(ds: Dataset, tag: int, vr: str, index: int, letter: str, pseudo: Pseu
     if letter == "P":
         return None if str(value) == pseudo.subject(SITE, PATIENT_ID) else f"{label}: {value!r}"
     if letter == "K":
-        return None if str(value) == str(original) or value == original else f"{label}: changed to {value!r}"
+        return (
+            None
+            if str(value) == str(original) or value == original
+            else f"{label}: changed to {value!r}"
+        )
     if letter == "U":
         if vr == "UI":
             return None if str(value) == pseudo.uid(str(original)) else f"{label}: {value!r}"
@@ -208,8 +226,8 @@ def test_every_table_row_top_level_and_nested(options: tuple[str, ...], tmp_path
 def test_rows_covered() -> None:
     covered = {row["id"] for row, _tag, _vr in table_rows()}
     skipped = [r["name"] for r in TABLE if r["id"] not in covered]
-    # Skipped only: command set and file meta (groups 0000, 0002), the repeating groups and the private row, which
-    # have tests of their own, and tags unknown to pydicom's dictionary.
+    # Skipped only: command set and file meta (groups 0000, 0002), the repeating groups and
+    # the private row, which have tests of their own, and tags unknown to pydicom.
     assert len(skipped) <= 12, skipped
 
 
@@ -227,7 +245,8 @@ def test_private_attributes_removed_unless_safe_private(tmp_path: Path) -> None:
         store = LocalBlobStore(tmp_path / str(keeps_b_value))
         processor = InstanceProcessor(WorkerConfig(SECRET, Options.parse(options), SITE, store))
         outcome = processor.process("p.dcm", data)
-        assert outcome.staged is not None and outcome.error is None
+        assert outcome.staged is not None
+        assert outcome.error is None
         out = store._tmp / outcome.staged.token
         text = out.read_bytes()
         assert b"PHI" not in text
@@ -257,7 +276,9 @@ def test_repeating_groups_curves_and_overlays(tmp_path: Path) -> None:
             assert result[0x60003000].value == bytes(16)
             assert result[0x50003000].value == bytes(16)
         else:
-            assert 0x60003000 not in result and 0x50003000 not in result and 0x60024000 not in result
+            assert 0x60003000 not in result
+            assert 0x50003000 not in result
+            assert 0x60024000 not in result
 
 
 def test_deny_by_default_text_and_unknown_dates(tmp_path: Path) -> None:
@@ -271,11 +292,14 @@ def test_deny_by_default_text_and_unknown_dates(tmp_path: Path) -> None:
     ds.add_new(0x00082111, "ST", "PHI derivation")  # Derivation Description: X
     ds.add_new(0x00185010, "LO", "PHI transducer data")  # text, not in table → removed
     store = LocalBlobStore(tmp_path)
-    processor = InstanceProcessor(WorkerConfig(SECRET, Options.parse("retain-long-modified-dates"), SITE, store))
+    processor = InstanceProcessor(
+        WorkerConfig(SECRET, Options.parse("retain-long-modified-dates"), SITE, store)
+    )
     outcome = processor.process("d.dcm", encode(ds))
     assert outcome.staged is not None
     result = pydicom.dcmread(store._tmp / outcome.staged.token)
-    assert result.Manufacturer == "ACME" and result.ConvolutionKernel == "B30f"
+    assert result.Manufacturer == "ACME"
+    assert result.ConvolutionKernel == "B30f"
     assert result[0x00181088].value == 60
     assert 0x00185010 not in result
     shift = processor.pseudonymizer.date_shift(SITE, PATIENT_ID)
@@ -284,9 +308,15 @@ def test_deny_by_default_text_and_unknown_dates(tmp_path: Path) -> None:
 
 
 def test_clean_descriptors_keeps_allow_listed_values(tmp_path: Path) -> None:
-    ds = minimal_dataset(PatientID=PATIENT_ID, SeriesDescription="AX T1 POST 3MM", StudyDescription="CT of John Smith")
+    ds = minimal_dataset(
+        PatientID=PATIENT_ID,
+        SeriesDescription="AX T1 POST 3MM",
+        StudyDescription="CT of John Smith",
+    )
     store = LocalBlobStore(tmp_path)
-    processor = InstanceProcessor(WorkerConfig(SECRET, Options.parse("clean-descriptors"), SITE, store))
+    processor = InstanceProcessor(
+        WorkerConfig(SECRET, Options.parse("clean-descriptors"), SITE, store)
+    )
     outcome = processor.process("c.dcm", encode(ds))
     assert outcome.staged is not None
     result = pydicom.dcmread(store._tmp / outcome.staged.token)
@@ -303,7 +333,9 @@ def test_method_recorded_with_cid_7050_codes(tmp_path: Path) -> None:
     assert outcome.staged is not None
     result = pydicom.dcmread(store._tmp / outcome.staged.token)
     assert result.PatientIdentityRemoved == "YES"
-    codes = {(i.CodeValue, i.CodingSchemeDesignator) for i in result.DeidentificationMethodCodeSequence}
+    codes = {
+        (i.CodeValue, i.CodingSchemeDesignator) for i in result.DeidentificationMethodCodeSequence
+    }
     assert codes == {("113100", "DCM"), ("113110", "DCM"), ("113105", "DCM")}
     assert result.LongitudinalTemporalInformationModified == "REMOVED"
     assert result.file_meta.MediaStorageSOPInstanceUID == result.SOPInstanceUID
@@ -314,7 +346,8 @@ def test_method_recorded_with_cid_7050_codes(tmp_path: Path) -> None:
 def test_options_parse_and_refuse() -> None:
     assert Options.parse("rtnUIDs").enabled == {DeidOption.retain_uids}
     assert Options.parse("rtnDevIdOpt, clean-graphics").enabled == {
-        DeidOption.retain_device_identity, DeidOption.clean_graphics,
+        DeidOption.retain_device_identity,
+        DeidOption.clean_graphics,
     }
     with pytest.raises(ValueError, match="unknown de-identification option 'bogus'"):
         Options.parse("bogus")

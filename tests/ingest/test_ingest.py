@@ -20,9 +20,9 @@ from insitu.ingest.clinical import ClinicalMapping
 from insitu.ingest.corpus import CLINICAL_MAPPING_TOML, Corpus, generate_corpus, write_clinical
 from insitu.ingest.deid.table import Options
 from insitu.ingest.models import IngestBatch, IngestError, QuarantinedInstance
+from insitu.ingest.processor import InstanceProcessor, Outcome, WorkerConfig
 from insitu.ingest.pseudonyms import Pseudonymizer
 from insitu.ingest.sources import iter_sources
-from insitu.ingest.processor import InstanceProcessor, WorkerConfig
 from insitu.storage.local import LocalBlobStore
 from insitu.storage.protocol import sha256_hex
 from tests.factories import encode, minimal_dataset, write
@@ -32,7 +32,15 @@ DEFAULT = Options.parse("retain-long-modified-dates")
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Corpus:
-    return generate_corpus(tmp_path / "export", subjects=3, ct_slices=3, mr_slices=2, rows=32, columns=32, ultrasound=True)
+    return generate_corpus(
+        tmp_path / "export",
+        subjects=3,
+        ct_slices=3,
+        mr_slices=2,
+        rows=32,
+        columns=32,
+        ultrasound=True,
+    )
 
 
 def _mapping(tmp_path: Path) -> ClinicalMapping:
@@ -52,11 +60,15 @@ def _ingest(platform: Platform, paths: list[Path], **kwargs: object) -> service.
     return service.ingest(platform, iter_sources(paths), **params)  # type: ignore[arg-type]
 
 
-def test_ingest_catalogues_quarantines_and_imports_clinical(platform: Platform, corpus: Corpus, tmp_path: Path) -> None:
+def test_ingest_catalogues_quarantines_and_imports_clinical(
+    platform: Platform, corpus: Corpus, tmp_path: Path
+) -> None:
     clinical = write_clinical(corpus, tmp_path / "clinical.csv")
     result = _ingest(platform, [corpus.root], clinical=(clinical, _mapping(tmp_path)))
     counts = result.report["counts"]
-    assert counts["ingested"] == 15 and counts["quarantined"] == 3 and counts["failed"] == 0
+    assert counts["ingested"] == 15
+    assert counts["quarantined"] == 3
+    assert counts["failed"] == 0
     assert counts["clinical_rows"] == 3
     assert _count(platform, Instance) == 15
     assert _count(platform, QuarantinedInstance) == 3
@@ -68,9 +80,13 @@ def test_ingest_catalogues_quarantines_and_imports_clinical(platform: Platform, 
     pseudo = Pseudonymizer(platform.settings.secret_bytes())
     patient = corpus.patients[0]
     with session_scope(platform.sessions) as session:
-        subject = session.scalar(select(Subject).where(Subject.pseudonym == pseudo.subject("SITE-A", patient.patient_id)))
+        subject = session.scalar(
+            select(Subject).where(Subject.pseudonym == pseudo.subject("SITE-A", patient.patient_id))
+        )
         assert subject is not None
-        record = session.scalar(select(ClinicalRecord).where(ClinicalRecord.subject_id == subject.id))
+        record = session.scalar(
+            select(ClinicalRecord).where(ClinicalRecord.subject_id == subject.id)
+        )
         assert record is not None
         assert set(record.data) == {"sex", "age", "diagnosis", "diagnosis_date", "stage"}
         shift = pseudo.date_shift("SITE-A", patient.patient_id)
@@ -81,16 +97,29 @@ def test_ingest_catalogues_quarantines_and_imports_clinical(platform: Platform, 
         assert record.data["diagnosis_date"] == (original + shift).isoformat()
 
 
-def test_no_phi_survives_anywhere_in_insitu_home(sqlite_platform: Platform, corpus: Corpus, tmp_path: Path) -> None:
+def test_no_phi_survives_anywhere_in_insitu_home(
+    sqlite_platform: Platform, corpus: Corpus, tmp_path: Path
+) -> None:
     clinical = write_clinical(corpus, tmp_path / "clinical.csv")
     bad = write(corpus.root / f"{corpus.patients[0].name}_notes" / "scan.txt", b"not dicom")
-    result = _ingest(sqlite_platform, [corpus.root], clinical=(clinical, _mapping(tmp_path)), workers=2)
+    result = _ingest(
+        sqlite_platform, [corpus.root], clinical=(clinical, _mapping(tmp_path)), workers=2
+    )
     assert result.report["counts"]["failed"] == 1
     sqlite_platform.engine.dispose()
     phi = set(corpus.phi_strings)
     for patient in corpus.patients:
         d = patient.study_date
-        phi |= {f"{d[:4]}-{d[4:6]}-{d[6:]}", patient.name.replace("^", "_"), "Harbour", "Leith", "HOUSE^GREGORY", "TECH^TINA", "Royal Infirmary", "LEITH_PACS"}
+        phi |= {
+            f"{d[:4]}-{d[4:6]}-{d[6:]}",
+            patient.name.replace("^", "_"),
+            "Harbour",
+            "Leith",
+            "HOUSE^GREGORY",
+            "TECH^TINA",
+            "Royal Infirmary",
+            "LEITH_PACS",
+        }
     phi.add(bad.parent.name)
     home = sqlite_platform.settings.home
     files = [p for p in home.rglob("*") if p.is_file()]
@@ -99,7 +128,9 @@ def test_no_phi_survives_anywhere_in_insitu_home(sqlite_platform: Platform, corp
         content = path.read_bytes()
         for value in phi:
             assert value.encode() not in content, f"{value!r} found in {path.relative_to(home)}"
-            assert value.upper().encode() not in content, f"{value!r} found in {path.relative_to(home)}"
+            assert value.upper().encode() not in content, (
+                f"{value!r} found in {path.relative_to(home)}"
+            )
             assert value.encode("utf-16-le") not in content
 
 
@@ -114,8 +145,12 @@ def test_pseudonyms_stable_across_two_ingests_and_sites(platform: Platform, corp
         assert session.scalar(select(func.count()).select_from(Series)) == 6
     pseudo = Pseudonymizer(platform.settings.secret_bytes())
     patient = corpus.patients[1]
-    assert pseudo.subject("SITE-A", patient.patient_id) == pseudo.subject("SITE-A", patient.patient_id)
-    assert pseudo.subject("SITE-A", patient.patient_id) != pseudo.subject("OTHER", patient.patient_id)
+    assert pseudo.subject("SITE-A", patient.patient_id) == pseudo.subject(
+        "SITE-A", patient.patient_id
+    )
+    assert pseudo.subject("SITE-A", patient.patient_id) != pseudo.subject(
+        "OTHER", patient.patient_id
+    )
     # The same Patient ID at another site is another person; at the same site, the same one.
     folder = corpus.root.parent / "later"
     write(folder / "a.dcm", encode(minimal_dataset(PatientID=patient.patient_id)))
@@ -126,7 +161,9 @@ def test_pseudonyms_stable_across_two_ingests_and_sites(platform: Platform, corp
     assert _count(platform, Subject) == 4
 
 
-def test_reingest_is_idempotent_and_other_options_conflict(platform: Platform, corpus: Corpus) -> None:
+def test_reingest_is_idempotent_and_other_options_conflict(
+    platform: Platform, corpus: Corpus
+) -> None:
     _ingest(platform, [corpus.root])
     instances = _count(platform, Instance)
     again = _ingest(platform, [corpus.root])
@@ -140,7 +177,9 @@ def test_reingest_is_idempotent_and_other_options_conflict(platform: Platform, c
     assert _count(platform, Instance) == instances
 
 
-def test_each_kind_of_bad_input_is_reported_and_the_rest_stored(platform: Platform, corpus: Corpus, tmp_path: Path) -> None:
+def test_each_kind_of_bad_input_is_reported_and_the_rest_stored(
+    platform: Platform, corpus: Corpus, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad"
     good = encode(minimal_dataset(), pixels=bytes(256))
     write(bad / "not-dicom.txt", b"hello, this is not DICOM at all" * 10)
@@ -180,7 +219,9 @@ def test_each_kind_of_bad_input_is_reported_and_the_rest_stored(platform: Platfo
     assert "row 2: column 'age' is not a valid int" in clinical_reasons
     assert "row 3: key column 'patient_id' is empty" in clinical_reasons
     assert "row 4: column 'diagnosis_date' is not a valid date" in clinical_reasons
-    assert counts["failed"] == 7 and counts["clinical_failed"] == 3 and counts["clinical_rows"] == 1
+    assert counts["failed"] == 7
+    assert counts["clinical_failed"] == 3
+    assert counts["clinical_rows"] == 1
     assert counts["ingested"] == 15 + 1  # the corpus and the good zip member
     with session_scope(platform.sessions) as session:
         errors = session.scalars(select(IngestError)).all()
@@ -188,7 +229,9 @@ def test_each_kind_of_bad_input_is_reported_and_the_rest_stored(platform: Platfo
         assert all(len(e.path_hmac) == 32 and "/" not in e.path_hmac for e in errors)
         assert not any("bad" in e.reason or "PID" in e.reason for e in errors)
         batch = session.get(IngestBatch, result.batch_id)
-        assert batch is not None and batch.failed == 10 and batch.status.value == "completed"
+        assert batch is not None
+        assert batch.failed == 10
+        assert batch.status.value == "completed"
 
 
 def test_crash_mid_batch_leaves_nothing_half_written_and_rerun_completes(
@@ -198,7 +241,7 @@ def test_crash_mid_batch_leaves_nothing_half_written_and_rerun_completes(
     original = service._GroupWriter.write
     calls = {"n": 0}
 
-    def crash_on_third(self: service._GroupWriter, outcomes: list[service.Outcome]) -> None:
+    def crash_on_third(self: service._GroupWriter, outcomes: list[Outcome]) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt("simulated kill")
@@ -220,17 +263,33 @@ def _assert_consistent(platform: Platform) -> None:
     """Every row's blob exists with the right bytes; every stored blob is whole."""
     store = platform.store
     with session_scope(platform.sessions) as session:
-        digests = set(session.scalars(select(Instance.blob_digest))) | set(session.scalars(select(QuarantinedInstance.blob_digest)))
+        digests = set(session.scalars(select(Instance.blob_digest))) | set(
+            session.scalars(select(QuarantinedInstance.blob_digest))
+        )
     for digest in digests:
         assert store.exists(digest)
     for digest in store.digests():
         assert sha256_hex(store.get(digest)) == digest
 
 
-def test_pydicoms_bundled_files_ingest_without_stopping(sqlite_platform: Platform, tmp_path: Path) -> None:
-    names = ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "rtplan.dcm",
-             "image_dfl.dcm", "MR_truncated.dcm", "no_meta.dcm", "examples_overlay.dcm",
-             "SC_rgb_small_odd.dcm", "nested_priv_SQ.dcm", "rtdose.dcm", "liver_1frame.dcm"]
+def test_pydicoms_bundled_files_ingest_without_stopping(
+    sqlite_platform: Platform, tmp_path: Path
+) -> None:
+    names = [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_bigendian.dcm",
+        "JPEG2000.dcm",
+        "rtplan.dcm",
+        "image_dfl.dcm",
+        "MR_truncated.dcm",
+        "no_meta.dcm",
+        "examples_overlay.dcm",
+        "SC_rgb_small_odd.dcm",
+        "nested_priv_SQ.dcm",
+        "rtdose.dcm",
+        "liver_1frame.dcm",
+    ]
     folder = tmp_path / "pydicom"
     for name in names:
         path = get_testdata_file(name, download=False)
@@ -240,8 +299,13 @@ def test_pydicoms_bundled_files_ingest_without_stopping(sqlite_platform: Platfor
     counts = result.report["counts"]
     assert counts["files"] == len(names)
     failed = {Path(f["path"]).name: f["reason"] for f in result.failures}
-    assert set(failed) == {"MR_truncated.dcm", "image_dfl.dcm", "nested_priv_SQ.dcm",
-                           "MR_small_bigendian.dcm", "no_meta.dcm"}
+    assert set(failed) == {
+        "MR_truncated.dcm",
+        "image_dfl.dcm",
+        "nested_priv_SQ.dcm",
+        "MR_small_bigendian.dcm",
+        "no_meta.dcm",
+    }
     assert "truncated" in failed["MR_truncated.dcm"]
     assert "conflict" in failed["MR_small_bigendian.dcm"]  # same SOP Instance UID as MR_small
     assert counts["quarantined"] == 2  # the secondary capture and the OT overlay example
@@ -253,8 +317,16 @@ def test_pydicoms_bundled_files_ingest_without_stopping(sqlite_platform: Platfor
 
 @pytest.mark.parametrize(
     "name",
-    ["MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
-     "MR_small_jp2klossless.dcm", "JPEG2000.dcm", "image_dfl.dcm", "liver_1frame.dcm"],
+    [
+        "MR_small.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "JPEG2000.dcm",
+        "image_dfl.dcm",
+        "liver_1frame.dcm",
+    ],
 )
 def test_transfer_syntaxes_keep_their_encoding_and_pixels(name: str, tmp_path: Path) -> None:
     source = Path(str(get_testdata_file(name, download=False)))
@@ -286,7 +358,9 @@ def test_pixel_data_bytes_are_copied_unchanged(sqlite_platform: Platform, tmp_pa
     assert pydicom.dcmread(io.BytesIO(sqlite_platform.store.get(digest))).PixelData == pixels
 
 
-def test_dataset_without_preamble_or_file_meta_is_read_tolerantly(sqlite_platform: Platform, tmp_path: Path) -> None:
+def test_dataset_without_preamble_or_file_meta_is_read_tolerantly(
+    sqlite_platform: Platform, tmp_path: Path
+) -> None:
     ds = minimal_dataset()
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, implicit_vr=True, little_endian=True)

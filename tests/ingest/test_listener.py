@@ -21,7 +21,10 @@ from tests.servers import free_port
 
 pytestmark = [
     pytest.mark.dcmtk,
-    pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK is not installed; run ./scripts/bootstrap.sh"),
+    pytest.mark.skipif(
+        shutil.which("storescu") is None,
+        reason="DCMTK is not installed; run ./scripts/bootstrap.sh",
+    ),
 ]
 
 
@@ -46,12 +49,29 @@ def _instances(platform: Platform) -> int:
         return session.scalar(select(func.count(Instance.id))) or 0
 
 
-def test_storescu_delivers_into_the_catalogue(listener: tuple[DicomListener, int], sqlite_platform: Platform, tmp_path: Path) -> None:
+def test_storescu_delivers_into_the_catalogue(
+    listener: tuple[DicomListener, int], sqlite_platform: Platform, tmp_path: Path
+) -> None:
     server, port = listener
-    corpus = generate_corpus(tmp_path / "export", subjects=2, ct_slices=5, mr_slices=0, rows=64, columns=64)
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=2, ct_slices=5, mr_slices=0, rows=64, columns=64
+    )
     sent = subprocess.run(
-        ["storescu", "-aet", "HOSPITAL_PACS", "-aec", "INSITU", "+sd", "+r", "127.0.0.1", str(port), str(corpus.root)],
-        capture_output=True, text=True, timeout=60,
+        [
+            "storescu",
+            "-aet",
+            "HOSPITAL_PACS",
+            "-aec",
+            "INSITU",
+            "+sd",
+            "+r",
+            "127.0.0.1",
+            str(port),
+            str(corpus.root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert sent.returncode == 0, sent.stderr
     deadline = time.monotonic() + 30
@@ -66,12 +86,27 @@ def test_storescu_delivers_into_the_catalogue(listener: tuple[DicomListener, int
         assert b"Harbour" not in data
 
 
-def test_unknown_calling_ae_title_is_refused(listener: tuple[DicomListener, int], sqlite_platform: Platform, tmp_path: Path) -> None:
+def test_unknown_calling_ae_title_is_refused(
+    listener: tuple[DicomListener, int], sqlite_platform: Platform, tmp_path: Path
+) -> None:
     _server, port = listener
-    corpus = generate_corpus(tmp_path / "export", subjects=1, ct_slices=1, mr_slices=0, rows=16, columns=16)
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=1, ct_slices=1, mr_slices=0, rows=16, columns=16
+    )
     sent = subprocess.run(
-        ["storescu", "-aet", "STRANGER", "-aec", "INSITU", "127.0.0.1", str(port), str(corpus.files[0])],
-        capture_output=True, text=True, timeout=60,
+        [
+            "storescu",
+            "-aet",
+            "STRANGER",
+            "-aec",
+            "INSITU",
+            "127.0.0.1",
+            str(port),
+            str(corpus.files[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert sent.returncode != 0
     assert "Rejected" in sent.stderr or "rejected" in sent.stderr.lower()

@@ -15,7 +15,10 @@ from insitu.storage.service import open_store
 from tests.servers import S3Server
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+# One SeaweedFS server at a time: all S3 tests share one xdist worker (--dist loadgroup).
+@pytest.fixture(
+    params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.xdist_group("s3")])]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
         yield LocalBlobStore(tmp_path / "blobs")

@@ -22,12 +22,18 @@ def client(platform: Platform) -> Iterator[TestClient]:
         yield test_client
 
 
-def test_steward_uploads_a_file_and_a_zip_and_finds_them(platform: Platform, client: TestClient, tmp_path: Path) -> None:
+def test_steward_uploads_a_file_and_a_zip_and_finds_them(
+    platform: Platform, client: TestClient, tmp_path: Path
+) -> None:
     token = user_token(platform, "stew", "steward")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
     spool_dir = Path(tempfile.gettempdir())
     before = set(spool_dir.glob("insitu-upload-*"))
-    single = client.post("/api/v1/uploads?site=SITE-B", content=encode(minimal_dataset(Modality="MR"), pixels=bytes(64)), headers=headers)
+    single = client.post(
+        "/api/v1/uploads?site=SITE-B",
+        content=encode(minimal_dataset(Modality="MR"), pixels=bytes(64)),
+        headers=headers,
+    )
     assert single.status_code == 201, single.text
     assert single.json()["counts"]["ingested"] == 1
     archive = io.BytesIO()
@@ -35,12 +41,16 @@ def test_steward_uploads_a_file_and_a_zip_and_finds_them(platform: Platform, cli
         for _ in range(3):
             zf.writestr(f"DOE_JOHN/{_}.dcm", encode(minimal_dataset(), pixels=bytes(64)))
         zf.writestr("DOE_JOHN/readme.txt", "not dicom")
-    response = client.post("/api/v1/uploads?filename=export.zip", content=archive.getvalue(), headers=headers)
+    response = client.post(
+        "/api/v1/uploads?filename=export.zip", content=archive.getvalue(), headers=headers
+    )
     report = response.json()
-    assert report["counts"]["ingested"] == 3 and report["counts"]["failed"] == 1
+    assert report["counts"]["ingested"] == 3
+    assert report["counts"]["failed"] == 1
     assert set(spool_dir.glob("insitu-upload-*")) == before
     found = client.get("/api/v1/catalog/series?modality=MR", headers=headers).json()
-    assert found["total"] == 1 and found["items"][0]["site"] == "SITE-B"
+    assert found["total"] == 1
+    assert found["items"][0]["site"] == "SITE-B"
     batch = client.get(f"/api/v1/ingest/batches/{report['batch_id']}", headers=headers).json()
     assert batch["status"] == "completed"
     assert client.get("/api/v1/ingest/batches/9999", headers=headers).status_code == 404
@@ -49,9 +59,11 @@ def test_steward_uploads_a_file_and_a_zip_and_finds_them(platform: Platform, cli
 def test_bad_upload_parameters_are_explained(platform: Platform, client: TestClient) -> None:
     headers = {"Authorization": f"Bearer {user_token(platform, 'stew', 'steward')}"}
     empty = client.post("/api/v1/uploads", content=b"", headers=headers)
-    assert empty.status_code == 422 and "empty" in empty.json()["detail"]
+    assert empty.status_code == 422
+    assert "empty" in empty.json()["detail"]
     options = client.post("/api/v1/uploads?options=nope", content=b"x", headers=headers)
-    assert options.status_code == 422 and "unknown de-identification option" in options.json()["detail"]
+    assert options.status_code == 422
+    assert "unknown de-identification option" in options.json()["detail"]
     site = client.post("/api/v1/uploads?site=../x", content=b"x", headers=headers)
     assert site.status_code == 422
 
@@ -69,5 +81,6 @@ def test_quarantine_is_listed_with_reasons(platform: Platform, client: TestClien
     burned = minimal_dataset(BurnedInAnnotation="YES")
     client.post("/api/v1/uploads", content=encode(burned, pixels=bytes(64)), headers=headers)
     items = client.get("/api/v1/quarantine", headers=headers).json()["items"]
-    assert len(items) == 1 and "Burned In Annotation" in items[0]["reason"]
+    assert len(items) == 1
+    assert "Burned In Annotation" in items[0]["reason"]
     assert client.get("/api/v1/catalog/stats", headers=headers).json()["instances"] == 0

@@ -36,7 +36,9 @@ def user_add(
         typer.echo(f"created {role} {name}; API token (shown once):\n{token}")
 
 
-def whoami(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def whoami(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Show who the saved or $INSITU_TOKEN token belongs to."""
     me = api_get("/whoami")
     if json_output:

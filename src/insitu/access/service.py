@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from insitu.access.models import ApiToken, Role, User
 from insitu.db import utcnow
 
-TOKEN_PREFIX = "insitu_"
+TOKEN_PREFIX = "insitu_"  # noqa: S105 - a public prefix, not a secret
 _NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 
 

@@ -19,7 +19,9 @@ def search(
     body_part: Annotated[str | None, typer.Option(help="Body Part Examined, e.g. CHEST.")] = None,
     manufacturer: Annotated[str | None, typer.Option(help="Substring of the manufacturer.")] = None,
     subject: Annotated[str | None, typer.Option(help="Subject pseudonym.")] = None,
-    date_from: Annotated[str | None, typer.Option(help="Study date from (YYYYMMDD, shifted).")] = None,
+    date_from: Annotated[
+        str | None, typer.Option(help="Study date from (YYYYMMDD, shifted).")
+    ] = None,
     date_to: Annotated[str | None, typer.Option(help="Study date to (YYYYMMDD, shifted).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -40,8 +42,15 @@ def search(
     if json_output:
         emit_json(data)
         return
-    table = Table("subject", "study date", "modality", "body part", "series", "instances",
-                  title=f"{data['total']} series")
+    table = Table(
+        "subject",
+        "study date",
+        "modality",
+        "body part",
+        "series",
+        "instances",
+        title=f"{data['total']} series",
+    )
     for item in data["items"]:
         table.add_row(
             item["subject"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
@@ -44,16 +44,19 @@ def existing_instances(
     return {uid: ExistingInstance(digest, opts) for uid, digest, opts in rows}
 
 
+def _id_map(session: Session, stmt: Select[str, int]) -> dict[str, int]:
+    """A (key, id) query as a dict. (A Result has .keys(), so dict() on it would misread it.)"""
+    return dict(session.execute(stmt).all())
+
+
 def ensure_subjects(session: Session, subjects: Mapping[str, str]) -> dict[str, int]:
     """Ids of subjects by pseudonym, creating missing ones (``subjects``: pseudonym → site)."""
     if not subjects:
         return {}
-    found = {
-        pseudonym: subject_id
-        for pseudonym, subject_id in session.execute(
-            select(Subject.pseudonym, Subject.id).where(Subject.pseudonym.in_(list(subjects)))
-        )
-    }
+    found = _id_map(
+        session,
+        select(Subject.pseudonym, Subject.id).where(Subject.pseudonym.in_(list(subjects))),
+    )
     for pseudonym, site in subjects.items():
         if pseudonym not in found:
             subject = Subject(pseudonym=pseudonym, site=site)
@@ -74,22 +77,18 @@ def register_instances(
     if not items:
         return
     subject_ids = ensure_subjects(session, {i["subject_pseudonym"]: site for i in items})
-    study_ids = {
-        uid: study_id
-        for uid, study_id in session.execute(
-            select(Study.study_instance_uid, Study.id).where(
-                Study.study_instance_uid.in_({i["study_instance_uid"] for i in items})
-            )
-        )
-    }
-    series_ids = {
-        uid: series_id
-        for uid, series_id in session.execute(
-            select(Series.series_instance_uid, Series.id).where(
-                Series.series_instance_uid.in_({i["series_instance_uid"] for i in items})
-            )
-        )
-    }
+    study_ids = _id_map(
+        session,
+        select(Study.study_instance_uid, Study.id).where(
+            Study.study_instance_uid.in_({i["study_instance_uid"] for i in items})
+        ),
+    )
+    series_ids = _id_map(
+        session,
+        select(Series.series_instance_uid, Series.id).where(
+            Series.series_instance_uid.in_({i["series_instance_uid"] for i in items})
+        ),
+    )
     for item in items:
         if item["study_instance_uid"] not in study_ids:
             study = Study(
@@ -157,7 +156,10 @@ def upsert_clinical(
 
 def blob_referenced(session: Session, digest: str) -> bool:
     """Whether any catalogued instance uses a blob."""
-    return session.scalar(select(Instance.id).where(Instance.blob_digest == digest).limit(1)) is not None
+    return (
+        session.scalar(select(Instance.id).where(Instance.blob_digest == digest).limit(1))
+        is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _series_select(query: SeriesQuery) -> Select[Any]:
         stmt = stmt.where(Study.study_date >= query.study_date_from)
     if query.study_date_to:
         stmt = stmt.where(Study.study_date <= query.study_date_to)
-    return stmt
+    return cast("Select[Any]", stmt)
 
 
 def search_series(session: Session, query: SeriesQuery) -> tuple[int, list[dict[str, Any]]]:

@@ -107,8 +107,10 @@ def api_get(path: str, params: dict[str, Any] | None = None) -> Any:
             timeout=60,
         )
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the insitu server at {url} ({exc}); start it with `insitu serve` "
-             "or set INSITU_URL")
+        fail(
+            f"cannot reach the insitu server at {url} ({exc}); start it with `insitu serve` "
+            "or set INSITU_URL"
+        )
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail")

@@ -128,13 +128,23 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
             if name in accounts:
                 continue
             user = access.get_user(session, name) or access.create_user(session, name, role)
-            accounts[name] = {"role": role.value, "token": access.issue_token(session, user, "demo")}
+            accounts[name] = {
+                "role": role.value,
+                "token": access.issue_token(session, user, "demo"),
+            }
     fd = os.open(accounts_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(accounts, handle, indent=2)
     with tempfile.TemporaryDirectory(prefix="insitu-demo-") as tmp:
-        corpus = generate_corpus(Path(tmp) / "export", subjects=subjects, ct_slices=12,
-                                 mr_slices=6, rows=256, columns=256, ultrasound=True)
+        corpus = generate_corpus(
+            Path(tmp) / "export",
+            subjects=subjects,
+            ct_slices=12,
+            mr_slices=6,
+            rows=256,
+            columns=256,
+            ultrasound=True,
+        )
         clinical = write_clinical(corpus, Path(tmp) / "clinical.csv")
         mapping_path = Path(tmp) / "clinical-map.toml"
         mapping_path.write_text(CLINICAL_MAPPING_TOML)

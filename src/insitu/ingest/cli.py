@@ -42,7 +42,9 @@ def ingest_command(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: CPU count).")
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the QA report as JSON.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the QA report as JSON.")
+    ] = False,
 ) -> None:
     """De-identify and catalogue DICOM files, folders and zip archives, plus clinical data.
 
@@ -122,7 +124,9 @@ def dicom_listen(
     site: Annotated[str | None, typer.Option(help="Site of the received data.")] = None,
     calling_ae: Annotated[
         list[str] | None,
-        typer.Option(help="Accepted calling AE title (repeat); default $INSITU_ALLOWED_CALLING_AE_TITLES."),
+        typer.Option(
+            help="Accepted calling AE title (repeat); default $INSITU_ALLOWED_CALLING_AE_TITLES."
+        ),
     ] = None,
     options: Annotated[str | None, typer.Option(help=OPTIONS_HELP)] = None,
 ) -> None:
@@ -132,8 +136,10 @@ def dicom_listen(
     settings = settings_or_fail()
     allowed = calling_ae or [a for a in settings.allowed_calling_ae_titles.split(",") if a.strip()]
     if not allowed:
-        fail("no calling AE title is allowed: pass --calling-ae TITLE or set "
-             "INSITU_ALLOWED_CALLING_AE_TITLES")
+        fail(
+            "no calling AE title is allowed: pass --calling-ae TITLE or set "
+            "INSITU_ALLOWED_CALLING_AE_TITLES"
+        )
     try:
         deid_options = Options.parse(options if options is not None else settings.deid_options)
     except OptionsError as exc:
@@ -166,5 +172,7 @@ def quarantine_list(
         return
     table = Table("subject", "modality", "SOP Instance UID", "reason")
     for item in data["items"]:
-        table.add_row(item["subject"], item["modality"] or "", item["sop_instance_uid"], item["reason"])
+        table.add_row(
+            item["subject"], item["modality"] or "", item["sop_instance_uid"], item["reason"]
+        )
     stderr.print(table)

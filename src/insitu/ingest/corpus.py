@@ -198,7 +198,7 @@ def generate_corpus(
     seed: int = 7,
 ) -> Corpus:
     """Write a corpus under ``root``: one folder per patient, named after the patient."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic test data, not security
     pixel_rng = np.random.default_rng(seed)
     pixel_source = _pixels(pixel_rng, rows, columns)
     files: list[Path] = []
@@ -219,8 +219,17 @@ def generate_corpus(
             uids |= {series_uid, frame_uid}
             for instance in range(1, count + 1):
                 ds = _header(
-                    patient, index, modality, sop_class, study_uid, series_uid, frame_uid, number,
-                    instance, rows, columns,
+                    patient,
+                    index,
+                    modality,
+                    sop_class,
+                    study_uid,
+                    series_uid,
+                    frame_uid,
+                    number,
+                    instance,
+                    rows,
+                    columns,
                 )
                 uids.add(ds.SOPInstanceUID)
                 path = folder / f"{modality}{number}" / f"{patient.patient_id}_{instance:04d}.dcm"
@@ -228,8 +237,17 @@ def generate_corpus(
                 files.append(path)
         if ultrasound:
             ds = _header(
-                patient, index, "US", US_IMAGE_STORAGE, study_uid, generate_uid(),
-                generate_uid(), 9, 1, 64, 64,
+                patient,
+                index,
+                "US",
+                US_IMAGE_STORAGE,
+                study_uid,
+                generate_uid(),
+                generate_uid(),
+                9,
+                1,
+                64,
+                64,
             )
             del ds.BurnedInAnnotation
             uids |= {ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID}

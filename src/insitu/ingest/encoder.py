@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import struct
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.uid import UID
 
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_LONG_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
+)
 PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
@@ -59,20 +62,21 @@ def encode_dataset(ds: Dataset, transfer_syntax: UID) -> bytes:
     fp = DicomBytesIO()
     fp.is_little_endian = little
     fp.is_implicit_VR = implicit
-    encodings = ds._character_set  # noqa: SLF001 - the writer needs the dataset's charset
+    encodings = ds._character_set
     write = fp.write
     for tag in sorted(ds.keys()):
         elem = ds.get_item(tag)
         if elem is None:
             continue
-        raw_value = elem.value if elem.is_raw else None
         if (
-            isinstance(raw_value, bytes)
+            isinstance(elem, RawDataElement)
+            and isinstance(elem.value, bytes)
             and elem.length != 0xFFFFFFFF
             and elem.is_little_endian == little
             and elem.is_implicit_VR == implicit
             and (implicit or (elem.VR and len(elem.VR) == 2))
         ):
+            raw_value = elem.value
             group, element = tag >> 16, tag & 0xFFFF
             length = len(raw_value)
             if implicit:

@@ -60,7 +60,7 @@ class DicomListener:
         self.ae.require_calling_aet = [a.strip() for a in allowed_calling if a.strip()]
         self.ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs from the sender
 
-    def _handlers(self) -> list[tuple[Any, Any]]:
+    def _handlers(self) -> Any:
         return [(evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_OPEN, self._on_open)]
 
     @staticmethod
@@ -72,7 +72,7 @@ class DicomListener:
     def _on_store(self, event: Any) -> int:
         try:
             data = bytes(event.encoded_dataset(include_meta=True))
-        except Exception:  # noqa: BLE001 - a bad dataset gets a failure status, not a crash
+        except Exception:
             log.exception("could not encode a received dataset")
             return 0xC210
         source = f"c-store:{event.assoc.requestor.ae_title}:{self.received}"
@@ -121,7 +121,9 @@ class DicomListener:
         """Start listening in background threads."""
         self._consumer = threading.Thread(target=self._consume, name="insitu-cstore", daemon=True)
         self._consumer.start()
-        self._server = self.ae.start_server((host, port), block=False, evt_handlers=self._handlers())
+        self._server = self.ae.start_server(
+            (host, port), block=False, evt_handlers=self._handlers()
+        )
 
     def stop(self) -> None:
         """Stop accepting, then finish de-identifying everything already received."""

@@ -106,6 +106,7 @@ class InstanceProcessor:
 
     def _deidentify(self, data: bytes, outcome: Outcome) -> tuple[bytes, Dataset]:
         fp = io.BytesIO(data)
+        ds: Dataset
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
         except InvalidDicomError:

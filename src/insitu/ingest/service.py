@@ -171,7 +171,9 @@ class _GroupWriter:
             keep = [o.staged for o in new_items if o.staged is not None]
             drop = [o.staged for o in good if o not in new_items and o.staged is not None]
             self.platform.store.commit(keep)
-            self.platform.store.discard([s for s in drop if s.digest not in {k.digest for k in keep}])
+            self.platform.store.discard(
+                [s for s in drop if s.digest not in {k.digest for k in keep}]
+            )
             catalogued = []
             for outcome in new_items:
                 assert outcome.staged is not None  # noqa: S101 - filtered above
@@ -236,9 +238,7 @@ class _GroupWriter:
         batch.clinical_rows = tally.clinical_rows
 
 
-def _outcomes(
-    items: Iterable[SourceItem], config: WorkerConfig, workers: int
-) -> Iterator[Outcome]:
+def _outcomes(items: Iterable[SourceItem], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
     if workers <= 1:
         _init_worker(config)
         for item in items:
@@ -304,7 +304,9 @@ def _ingest_clinical(
     with session_scope(platform.sessions) as session:
         rows = list(parse_rows(path, mapping, writer.site, pseudonymizer))
         good = [r for r in rows if r.error is None and r.pseudonym and r.data is not None]
-        ids = catalog.ensure_subjects(session, {r.pseudonym: writer.site for r in good if r.pseudonym})
+        ids = catalog.ensure_subjects(
+            session, {r.pseudonym: writer.site for r in good if r.pseudonym}
+        )
         for row in rows:
             if row.error is not None:
                 tally.fail(f"{path} {row.error}", path_hmac, row.error, kind="clinical")

@@ -70,7 +70,7 @@ class LocalBlobStore:
             tmp.unlink(missing_ok=True)
             return
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        tmp.replace(final)
 
     def put(self, data: bytes) -> str:
         """Store bytes durably (temp file, fsync, rename, fsync folder)."""

@@ -129,7 +129,9 @@ class Options:
             option = _ALIASES.get(name)
             if option is None:
                 valid = ", ".join(o.value for o in DeidOption)
-                raise OptionsError(f"unknown de-identification option {raw.strip()!r}; use: {valid}")
+                raise OptionsError(
+                    f"unknown de-identification option {raw.strip()!r}; use: {valid}"
+                )
             enabled.add(option)
         if {DeidOption.retain_long_full_dates, DeidOption.retain_long_modified_dates} <= enabled:
             raise OptionsError(
@@ -186,9 +188,7 @@ def resolve_action(row: Row, options: Options) -> Action:
     """
     if DeidOption.retain_long_full_dates in options and row.options.get("rtnLongFullDatesOpt"):
         return Action.keep
-    if DeidOption.retain_long_modified_dates in options and row.options.get(
-        "rtnLongModifDatesOpt"
-    ):
+    if DeidOption.retain_long_modified_dates in options and row.options.get("rtnLongModifDatesOpt"):
         return Action.shift
     chosen = {
         row.options[o.column]
