@@ -31,7 +31,7 @@ SLICES_PER_SUBJECT = 100
 
 def _corpus(workdir: Path, files: int) -> Path:
     root = workdir / f"corpus-{files}"
-    marker = root / ".complete"
+    marker = workdir / f"corpus-{files}.complete"  # outside the corpus: it is not DICOM
     if marker.exists():
         return root
     from insitu.ingest.corpus import generate_corpus
@@ -100,12 +100,12 @@ def _insitu_ingest(corpus: Path, workdir: Path) -> tuple[float, int]:
         [str(BIN / "insitu"), "ingest", str(corpus), "--workers", "2", "--json"],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    out, _ = process.communicate()
+    out, err = process.communicate()
     elapsed = time.perf_counter() - started
     if process.returncode != 0:
-        raise RuntimeError(f"insitu ingest failed with status {process.returncode}")
+        raise RuntimeError(f"insitu ingest failed ({process.returncode}): {err[-2000:]!r}")
     report = json.loads(out)
     if report["counts"]["ingested"] != sum(1 for p in corpus.rglob("*.dcm")):
         raise RuntimeError(f"not everything was ingested: {report['counts']}")

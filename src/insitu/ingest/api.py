@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,8 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 _SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
-def _rename(items: list[SourceItem] | Any, spool: Path, filename: str) -> Any:
+def _rename(items: Iterable[SourceItem], spool: Path, filename: str) -> Iterator[SourceItem]:
+    """Report upload items under the uploaded file's name rather than the spool path."""
     for item in items:
         source = item.source.replace(str(spool), filename, 1)
         yield SourceItem(source=source, path=item.path, data=item.data, error=item.error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -134,10 +135,12 @@ class DicomListener:
             self._consumer.join()
 
     def serve(self, host: str, port: int) -> None:
-        """Listen until interrupted."""
+        """Listen until SIGINT or SIGTERM, then drain the queue."""
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         self.start(host, port)
         try:
-            threading.Event().wait()
+            stopping.wait()
         except KeyboardInterrupt:
             pass
         finally:

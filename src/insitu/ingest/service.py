@@ -169,11 +169,17 @@ class _GroupWriter:
                         "content is already catalogued; check the export for reused UIDs",
                     )
             keep = [o.staged for o in new_items if o.staged is not None]
-            drop = [o.staged for o in good if o not in new_items and o.staged is not None]
+            kept_digests = {k.digest for k in keep}
+            new_ids = {id(o) for o in new_items}
+            drop = [
+                o.staged
+                for o in good
+                if id(o) not in new_ids
+                and o.staged is not None
+                and o.staged.digest not in kept_digests
+            ]
             self.platform.store.commit(keep)
-            self.platform.store.discard(
-                [s for s in drop if s.digest not in {k.digest for k in keep}]
-            )
+            self.platform.store.discard(drop)
             catalogued = []
             for outcome in new_items:
                 assert outcome.staged is not None  # noqa: S101 - filtered above
