@@ -7,6 +7,7 @@ Profile letter, with combined letters resolved as the issue specifies.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from importlib import resources
@@ -281,6 +282,19 @@ def test_repeating_groups_curves_and_overlays(tmp_path: Path) -> None:
             assert 0x60024000 not in result
 
 
+def deidentify(
+    ds: Dataset, options: str | tuple[str, ...], tmp_path: Path
+) -> tuple[Dataset, bytes]:
+    """De-identify one dataset; return the output parsed and as bytes."""
+    store = LocalBlobStore(tmp_path / "one")
+    processor = InstanceProcessor(WorkerConfig(SECRET, Options.parse(options), SITE, store))
+    outcome = processor.process("one.dcm", encode(ds))
+    assert outcome.error is None, outcome.error
+    assert outcome.staged is not None
+    data = (store._tmp / outcome.staged.token).read_bytes()
+    return pydicom.dcmread(io.BytesIO(data)), data
+
+
 def test_deny_by_default_text_and_unknown_dates(tmp_path: Path) -> None:
     ds = minimal_dataset(PatientID=PATIENT_ID, Manufacturer="ACME", ConvolutionKernel="B30f")
     ds.add_new(0x00181088, "IS", "60")  # Heart Rate: not text, not in the table: kept
@@ -291,20 +305,14 @@ def test_deny_by_default_text_and_unknown_dates(tmp_path: Path) -> None:
     ds.add_new(0x0040A30A, "DS", "1.5")  # Numeric Value: kept
     ds.add_new(0x00082111, "ST", "PHI derivation")  # Derivation Description: X
     ds.add_new(0x00185010, "LO", "PHI transducer data")  # text, not in table → removed
-    store = LocalBlobStore(tmp_path)
-    processor = InstanceProcessor(
-        WorkerConfig(SECRET, Options.parse("retain-long-modified-dates"), SITE, store)
-    )
-    outcome = processor.process("d.dcm", encode(ds))
-    assert outcome.staged is not None
-    result = pydicom.dcmread(store._tmp / outcome.staged.token)
+    result, data = deidentify(ds, "retain-long-modified-dates", tmp_path)
     assert result.Manufacturer == "ACME"
     assert result.ConvolutionKernel == "B30f"
     assert result[0x00181088].value == 60
     assert 0x00185010 not in result
-    shift = processor.pseudonymizer.date_shift(SITE, PATIENT_ID)
+    shift = Pseudonymizer(SECRET).date_shift(SITE, PATIENT_ID)
     assert result[0x0008041F].value == shift_datetime("20200102030405", shift)
-    assert b"PHI" not in (store._tmp / outcome.staged.token).read_bytes()
+    assert b"PHI" not in data
 
 
 def test_clean_descriptors_keeps_allow_listed_values(tmp_path: Path) -> None:
@@ -313,13 +321,7 @@ def test_clean_descriptors_keeps_allow_listed_values(tmp_path: Path) -> None:
         SeriesDescription="AX T1 POST 3MM",
         StudyDescription="CT of John Smith",
     )
-    store = LocalBlobStore(tmp_path)
-    processor = InstanceProcessor(
-        WorkerConfig(SECRET, Options.parse("clean-descriptors"), SITE, store)
-    )
-    outcome = processor.process("c.dcm", encode(ds))
-    assert outcome.staged is not None
-    result = pydicom.dcmread(store._tmp / outcome.staged.token)
+    result, _ = deidentify(ds, "clean-descriptors", tmp_path)
     assert result.SeriesDescription == "AX T1 POST 3MM"
     assert "Smith" not in str(result.get("StudyDescription", ""))
 
