@@ -91,6 +91,7 @@ def ingest_command(
                     workers=workers or settings.ingest_workers,
                     clinical=(clinical, mapping) if clinical and mapping else None,
                     on_progress=lambda n: progress.advance(task, n),
+                    start_method="fork",
                 )
             except ClinicalMappingError as exc:
                 fail(str(exc))

@@ -244,14 +244,17 @@ class _GroupWriter:
         batch.clinical_rows = tally.clinical_rows
 
 
-def _outcomes(items: Iterable[SourceItem], config: WorkerConfig, workers: int) -> Iterator[Outcome]:
+def _outcomes(
+    items: Iterable[SourceItem], config: WorkerConfig, workers: int, start_method: str
+) -> Iterator[Outcome]:
     if workers <= 1:
         _init_worker(config)
         for item in items:
             yield _work(item)
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["insitu.ingest.service"])
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload(["insitu.ingest.service"])
     with context.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
         yield from pool.imap_unordered(_work, items, chunksize=4)
 
@@ -266,8 +269,14 @@ def ingest(
     workers: int = 1,
     clinical: tuple[Path, ClinicalMapping] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    start_method: str = "forkserver",
 ) -> IngestResult:
-    """Run one batch. Bad files and rows are recorded and the batch goes on."""
+    """Run one batch. Bad files and rows are recorded and the batch goes on.
+
+    ``start_method`` is how worker processes start: ``forkserver`` is safe in threaded hosts
+    (the API server, the listener); the CLI passes ``fork``, which takes the forkserver's
+    start-up off the critical path of a one-shot command.
+    """
     started = time.perf_counter()
     with session_scope(platform.sessions) as session:
         batch_id = start_batch(session, source_kind, site, options).id
@@ -278,7 +287,7 @@ def ingest(
         secret=platform.settings.secret_bytes(), options=options, site=site, store=platform.store
     )
     group: list[Outcome] = []
-    for outcome in _outcomes(items, config, workers):
+    for outcome in _outcomes(items, config, workers, start_method):
         writer.tally.files += 1
         group.append(outcome)
         if on_progress is not None:
