@@ -24,5 +24,6 @@ unit: bootstrap
 
 test: lint typecheck unit
 
-bench: bootstrap
+bench:
+	./scripts/bootstrap.sh --bench
 	$(BIN)/python bench/ingest_bench.py

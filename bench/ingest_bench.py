@@ -64,19 +64,39 @@ def _cp_sync(corpus: Path, workdir: Path) -> float:
 
 
 def _gdcmanon(corpus: Path, workdir: Path) -> float | None:
-    if shutil.which("gdcmanon") is None:
+    """GDCM's Basic Profile anonymiser (it needs a certificate: a throwaway one is made)."""
+    if shutil.which("gdcmanon") is None or shutil.which("openssl") is None:
         return None
     target = workdir / "gdcmanon-target"
+    cert = workdir / "gdcmanon-cert.pem"
+    if not cert.exists():
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=bench",
+                "-days",
+                "1",
+                "-keyout",
+                str(workdir / "gdcmanon-key.pem"),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
     shutil.rmtree(target, ignore_errors=True)
     try:
         return _timed(
             [
                 "bash",
                 "-c",
-                (
-                    f"gdcmanon --continue --dumb -r -i '{corpus}' -o '{target}' "
-                    f"--remove 0010,0010 && sync"
-                ),
+                f"gdcmanon -c '{cert}' --continue -r -i '{corpus}' -o '{target}' && sync",
             ]
         )
     finally:

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(postgresql dcmtk)
+# `make bench` also wants GDCM's gdcmanon as a baseline.
+[ "${1:-}" = "--bench" ] && APT_PACKAGES+=(libgdcm-tools openssl)
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 
