@@ -367,3 +367,69 @@ def test_dataset_without_preamble_or_file_meta_is_read_tolerantly(
     path = write(tmp_path / "old" / "IM0001", buffer.getvalue())
     result = _ingest(sqlite_platform, [path])
     assert result.report["counts"]["ingested"] == 1, result.failures
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_then_rerun(tmp_path: Path) -> None:
+    """A real kill -9 of `insitu ingest` between groups, then the same command again."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from insitu.settings import load_settings, write_settings_file
+
+    home = tmp_path / "home"
+    write_settings_file(home)
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=6, ct_slices=100, mr_slices=0, rows=64, columns=64
+    )
+    env = {**os.environ, "INSITU_HOME": str(home)}
+    command = [
+        sys.executable,
+        "-m",
+        "insitu.cli.main",
+        "ingest",
+        str(corpus.root),
+        "--workers",
+        "1",
+        "--json",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    database = home / "insitu.db"
+    killed_at = None
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if database.exists():
+            try:
+                with sqlite3.connect(database, timeout=1) as connection:
+                    count = connection.execute("select count(*) from instances").fetchone()[0]
+            except sqlite3.Error:
+                count = 0
+            if count > 0:
+                process.send_signal(signal.SIGKILL)
+                killed_at = count
+                break
+        time.sleep(0.01)
+    process.wait()
+    if killed_at is None or killed_at >= len(corpus.files):
+        pytest.skip("the ingest finished before it could be killed")
+    from insitu.core.platform import open_platform
+
+    platform = open_platform(load_settings(home=home))
+    try:
+        _assert_consistent(platform)
+        assert _count(platform, Instance) < len(corpus.files)
+    finally:
+        platform.close()
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-500:]
+    platform = open_platform(load_settings(home=home))
+    try:
+        assert _count(platform, Instance) == len(corpus.files)
+        _assert_consistent(platform)
+    finally:
+        platform.close()
