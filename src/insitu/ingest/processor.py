@@ -83,13 +83,12 @@ class InstanceProcessor:
         self.config = config
         self.pseudonymizer = Pseudonymizer(config.secret)
         self.engine = DeidEngine(config.options, self.pseudonymizer)
-        self._transfer_syntax = UID("")
 
     def process(self, source: str, data: bytes) -> Outcome:
         """De-identify and stage one file's bytes; never raises for bad input."""
         outcome = Outcome(source=source, path_hmac=self.pseudonymizer.path(source))
         try:
-            output, ds = self._deidentify(data, outcome)
+            output, ds, transfer_syntax = self._deidentify(data, outcome)
         except IngestFileError as exc:
             outcome.error = str(exc)
             return outcome
@@ -99,12 +98,12 @@ class InstanceProcessor:
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
             outcome.error = f"unreadable DICOM ({type(exc).__name__}): {exc}"
             return outcome
-        outcome.attributes = catalog_attributes(ds, self._transfer_syntax)
+        outcome.attributes = catalog_attributes(ds, transfer_syntax)
         outcome.quarantine_reason = quarantine_reason(ds)
         outcome.staged = self.config.store.stage(output)
         return outcome
 
-    def _deidentify(self, data: bytes, outcome: Outcome) -> tuple[bytes, Dataset]:
+    def _deidentify(self, data: bytes, outcome: Outcome) -> tuple[bytes, Dataset, UID]:
         fp = io.BytesIO(data)
         ds: Dataset
         try:
@@ -139,12 +138,11 @@ class InstanceProcessor:
             IMPLEMENTATION_CLASS_UID,
             IMPLEMENTATION_VERSION_NAME,
         )
-        self._transfer_syntax = transfer_syntax
         body = encode_dataset(ds, transfer_syntax)
         if transfer_syntax == DeflatedExplicitVRLittleEndian:
             compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
             body = compressor.compress(body) + compressor.flush()
-        return b"".join((meta, body, tail)), ds
+        return b"".join((meta, body, tail)), ds, transfer_syntax
 
     def _subject(self, ds: Dataset) -> SubjectContext:
         for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
