@@ -123,6 +123,7 @@ class DicomListener:
                 options=self.options,
                 source_kind="dicom",
                 workers=self.workers,
+                worker_niceness=10 if self.workers > 1 else 0,
             )
             self.batches.append(result)
             counts = result.report["counts"]

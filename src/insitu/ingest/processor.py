@@ -59,6 +59,9 @@ class WorkerConfig:
     options: Options
     site: str
     store: BlobStore
+    niceness: int = 0
+    """Added to worker processes' nice value: the listener lowers them so that receiving
+    from the network is never starved by de-identification."""
 
 
 @dataclass

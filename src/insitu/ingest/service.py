@@ -9,6 +9,7 @@ point leaves no half-written blob or row, and re-running the same command comple
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,6 +39,8 @@ _processor: InstanceProcessor | None = None
 
 def _init_worker(config: WorkerConfig) -> None:
     global _processor  # noqa: PLW0603 - one processor per worker process, built once
+    if config.niceness:
+        os.nice(config.niceness)
     _processor = InstanceProcessor(config)
 
 
@@ -268,6 +271,7 @@ def ingest(
     source_kind: str = "cli",
     workers: int = 1,
     clinical: tuple[Path, ClinicalMapping] | None = None,
+    worker_niceness: int = 0,
     on_progress: Callable[[int], None] | None = None,
     start_method: str = "forkserver",
 ) -> IngestResult:
@@ -284,7 +288,11 @@ def ingest(
         platform.store.clean_temp()
     writer = _GroupWriter(platform, batch_id, site, options)
     config = WorkerConfig(
-        secret=platform.settings.secret_bytes(), options=options, site=site, store=platform.store
+        secret=platform.settings.secret_bytes(),
+        options=options,
+        site=site,
+        store=platform.store,
+        niceness=worker_niceness,
     )
     group: list[Outcome] = []
     for outcome in _outcomes(items, config, workers, start_method):
