@@ -30,6 +30,7 @@ from insitu.ingest.processor import InstanceProcessor, Outcome, WorkerConfig
 from insitu.ingest.pseudonyms import Pseudonymizer
 from insitu.ingest.sources import SourceItem
 from insitu.storage.local import LocalBlobStore
+from insitu.storage.protocol import StagedBlob
 
 GROUP_SIZE = 256
 REPORT_LIST_LIMIT = 1000
@@ -135,26 +136,27 @@ class _GroupWriter:
 
     def write(self, outcomes: Sequence[Outcome]) -> None:
         tally = self.tally
-        good = [o for o in outcomes if o.error is None and o.staged is not None]
+        good = [(o, o.staged) for o in outcomes if o.error is None and o.staged is not None]
         with session_scope(self.platform.sessions) as session:
-            uids = [o.attributes["sop_instance_uid"] for o in good]
+            uids = [o.attributes["sop_instance_uid"] for o, _ in good]
             known = {
                 uid: (e.blob_digest, e.deid_options)
                 for uid, e in catalog.existing_instances(session, uids).items()
             }
             known.update(_existing_quarantine(session, uids))
-            new_items: list[Outcome] = []
+            new_items: list[tuple[Outcome, StagedBlob]] = []
+            drop: list[StagedBlob] = []
             seen: dict[str, tuple[str, str]] = {}
-            for outcome in good:
-                assert outcome.staged is not None  # noqa: S101 - filtered above
+            for outcome, staged in good:
                 uid = outcome.attributes["sop_instance_uid"]
                 previous = known.get(uid) or seen.get(uid)
                 if previous is None:
-                    seen[uid] = (outcome.staged.digest, self.options.fingerprint)
-                    new_items.append(outcome)
+                    seen[uid] = (staged.digest, self.options.fingerprint)
+                    new_items.append((outcome, staged))
                     continue
+                drop.append(staged)
                 digest, opts = previous
-                if digest == outcome.staged.digest:
+                if digest == staged.digest:
                     tally.duplicates += 1
                 elif opts != self.options.fingerprint:
                     tally.fail(
@@ -171,23 +173,14 @@ class _GroupWriter:
                         "conflict: an instance with the same SOP Instance UID but different "
                         "content is already catalogued; check the export for reused UIDs",
                     )
-            keep = [o.staged for o in new_items if o.staged is not None]
+            keep = [staged for _, staged in new_items]
             kept_digests = {k.digest for k in keep}
-            new_ids = {id(o) for o in new_items}
-            drop = [
-                o.staged
-                for o in good
-                if id(o) not in new_ids
-                and o.staged is not None
-                and o.staged.digest not in kept_digests
-            ]
             self.platform.store.commit(keep)
-            self.platform.store.discard(drop)
+            self.platform.store.discard([d for d in drop if d.digest not in kept_digests])
             catalogued = []
-            for outcome in new_items:
-                assert outcome.staged is not None  # noqa: S101 - filtered above
+            for outcome, staged in new_items:
                 tally.actions.update(outcome.actions)
-                tally.bytes += outcome.staged.size
+                tally.bytes += staged.size
                 attrs = outcome.attributes
                 if outcome.quarantine_reason:
                     tally.quarantined += 1
@@ -200,8 +193,8 @@ class _GroupWriter:
                             site=self.site,
                             modality=attrs["modality"],
                             sop_class_uid=attrs["sop_class_uid"],
-                            blob_digest=outcome.staged.digest,
-                            size=outcome.staged.size,
+                            blob_digest=staged.digest,
+                            size=staged.size,
                             reason=outcome.quarantine_reason,
                             deid_options=self.options.fingerprint,
                             batch_id=self.batch_id,
@@ -219,8 +212,8 @@ class _GroupWriter:
                 catalogued.append(
                     {
                         **attrs,
-                        "blob_digest": outcome.staged.digest,
-                        "size": outcome.staged.size,
+                        "blob_digest": staged.digest,
+                        "size": staged.size,
                         "deid_options": self.options.fingerprint,
                     }
                 )
