@@ -18,15 +18,18 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SLICES_PER_SUBJECT = 100
+STORESCU = ["storescu", "-aet", "BENCH", "-aec", "INSITU", "+sd", "+r", "127.0.0.1"]
 
 
 def _corpus(workdir: Path, files: int) -> Path:
@@ -141,6 +144,51 @@ def _catalogued(home: Path) -> int:
         return 0
 
 
+def _storescu(corpus: Path, port: int) -> float:
+    """Send the corpus with DCMTK storescu at its default settings; seconds until it exits."""
+    started = time.perf_counter()
+    subprocess.run(
+        [*STORESCU, str(port), str(corpus)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after 60 s")
+
+
+def _storescp_baseline(corpus: Path, workdir: Path) -> float | None:
+    """DCMTK storescp writing what it receives to a folder: the peer tool's own pair."""
+    if shutil.which("storescp") is None:
+        return None
+    target = workdir / "storescp-target"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    port = 12000 + os.getpid() % 1000
+    receiver = subprocess.Popen(
+        ["storescp", "-aet", "INSITU", "-od", str(target), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port)
+        _drop_caches()
+        return _storescu(corpus, port)
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=60)
+        shutil.rmtree(target, ignore_errors=True)
+
+
 def _storescu_listen(corpus: Path, workdir: Path, expected: int) -> tuple[float, float]:
     if shutil.which("storescu") is None:
         raise RuntimeError("storescu (DCMTK) is not installed: run ./scripts/bootstrap.sh")
@@ -153,26 +201,10 @@ def _storescu_listen(corpus: Path, workdir: Path, expected: int) -> tuple[float,
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(3)
+        _wait_for_port(port)
+        _drop_caches()
         started = time.perf_counter()
-        subprocess.run(
-            [
-                "storescu",
-                "-aet",
-                "BENCH",
-                "-aec",
-                "INSITU",
-                "+sd",
-                "+r",
-                "127.0.0.1",
-                str(port),
-                str(corpus),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        delivered = time.perf_counter() - started
+        delivered = _storescu(corpus, port)
         home = Path(env["INSITU_HOME"])
         while _catalogued(home) < expected:
             if time.perf_counter() - started > 300:
@@ -192,6 +224,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-listen", action="store_true")
+    parser.add_argument("--only-listen", action="store_true", help="skip cp, gdcmanon, ingest")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     corpus = _corpus(args.workdir, args.files)
@@ -203,45 +236,66 @@ def main() -> None:
         "files": args.files,
         "bytes": size,
     }
-    cp = min(_cp_sync(corpus, args.workdir) for _ in range(args.repeat))
-    gdcm = _gdcmanon(corpus, args.workdir)
-    ingest_runs = [_insitu_ingest(corpus, args.workdir) for _ in range(args.repeat)]
-    ingest = min(t for t, _ in ingest_runs)
-    peak_full = max(p for _, p in ingest_runs)
-    _, peak_half = _insitu_ingest(half, args.workdir)
-    results.update(
-        {
-            "cp_sync_s": round(cp, 2),
-            "gdcmanon_s": round(gdcm, 2) if gdcm else None,
-            "insitu_ingest_s": round(ingest, 2),
-            "insitu_ingest_runs_s": [round(t, 2) for t, _ in ingest_runs],
-            "peak_rss_mb_full": round(peak_full / 1024, 1),
-            "peak_rss_mb_half": round(peak_half / 1024, 1),
-        }
-    )
+    if not args.only_listen:
+        _file_baselines_and_ingest(args, corpus, half, results)
     if not args.skip_listen:
-        delivered, catalogued = _storescu_listen(corpus, args.workdir, args.files)
+        baselines = [_storescp_baseline(corpus, args.workdir) for _ in range(args.repeat)]
+        storescp = min((t for t in baselines if t), default=None)
+        runs = [_storescu_listen(corpus, args.workdir, args.files) for _ in range(args.repeat)]
         results.update(
             {
-                "storescu_delivery_s": round(delivered, 2),
-                "listen_catalogued_s": round(catalogued, 2),
+                "storescu_to_storescp_s": round(storescp, 2) if storescp else None,
+                "storescu_delivery_s": round(min(d for d, _ in runs), 2),
+                "storescu_delivery_runs_s": [round(d, 2) for d, _ in runs],
+                "listen_catalogued_runs_s": [round(c, 2) for _, c in runs],
             }
         )
     (args.workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     print()
-    print("| tool | time (s) | ratio to cp -r + sync |")
-    print("|---|---|---|")
-    print(f"| `cp -r` + `sync` | {cp:.2f} | 1.00 |")
-    if gdcm:
-        print(f"| `gdcmanon` | {gdcm:.2f} | {gdcm / cp:.2f} |")
-    print(f"| `insitu ingest` (2 workers) | {ingest:.2f} | {ingest / cp:.2f} |")
+    _print_tables(results)
+
+
+def _file_baselines_and_ingest(
+    args: argparse.Namespace, corpus: Path, half: Path, results: dict[str, object]
+) -> None:
+    cp = min(_cp_sync(corpus, args.workdir) for _ in range(args.repeat))
+    gdcm = _gdcmanon(corpus, args.workdir)
+    ingest_runs = [_insitu_ingest(corpus, args.workdir) for _ in range(args.repeat)]
+    _, peak_half = _insitu_ingest(half, args.workdir)
+    results.update(
+        {
+            "cp_sync_s": round(cp, 2),
+            "gdcmanon_s": round(gdcm, 2) if gdcm else None,
+            "insitu_ingest_s": round(min(t for t, _ in ingest_runs), 2),
+            "insitu_ingest_runs_s": [round(t, 2) for t, _ in ingest_runs],
+            "peak_rss_mb_full": round(max(p for _, p in ingest_runs) / 1024, 1),
+            "peak_rss_mb_half": round(peak_half / 1024, 1),
+        }
+    )
+
+
+def _print_tables(results: dict[str, Any]) -> None:
+    if "cp_sync_s" in results:
+        cp = results["cp_sync_s"]
+        print("| tool | time (s) | ratio to cp -r + sync |")
+        print("|---|---|---|")
+        print(f"| `cp -r` + `sync` | {cp:.2f} | 1.00 |")
+        gdcm = results["gdcmanon_s"]
+        if gdcm:
+            print(f"| `gdcmanon` | {gdcm:.2f} | {gdcm / cp:.2f} |")
+        ingest = results["insitu_ingest_s"]
+        print(f"| `insitu ingest` (2 workers) | {ingest:.2f} | {ingest / cp:.2f} |")
     if "storescu_delivery_s" in results:
-        print(
-            f"| `storescu` → `insitu dicom listen` (delivered) "
-            f"| {results['storescu_delivery_s']} | |"
-        )
-        print(f"| … all catalogued | {results['listen_catalogued_s']} | |")
+        print()
+        print("| sender → receiver | delivered (s) | all catalogued (s) |")
+        print("|---|---|---|")
+        if results["storescu_to_storescp_s"]:
+            print(f"| `storescu` → `storescp` (DCMTK) | {results['storescu_to_storescp_s']} | |")
+        for delivered, catalogued in zip(
+            results["storescu_delivery_runs_s"], results["listen_catalogued_runs_s"], strict=True
+        ):
+            print(f"| `storescu` → `insitu dicom listen` | {delivered} | {catalogued} |")
 
 
 if __name__ == "__main__":

@@ -130,9 +130,26 @@ def dicom_listen(
         ),
     ] = None,
     options: Annotated[str | None, typer.Option(help=OPTIONS_HELP)] = None,
+    queue_mb: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Memory for received instances waiting for de-identification, in MiB; "
+            "senders are slowed down (then answered 'out of resources') beyond it.",
+        ),
+    ] = 1024,
+    max_associations: Annotated[
+        int, typer.Option(min=1, help="Open associations at once; more are rejected as busy.")
+    ] = 16,
 ) -> None:
-    """Receive DICOM C-STORE and feed it into the same de-identifying ingest."""
-    from insitu.ingest.listener import DicomListener
+    """Receive DICOM C-STORE (and C-ECHO) and feed it into the same de-identifying ingest.
+
+    Only associations addressed to --ae-title from an allowed calling AE title are accepted.
+    Received instances stay in memory until de-identified; nothing identifying is written.
+    """
+    import logging
+
+    from insitu.ingest.listener import DicomListener, check_ae_title
 
     settings = settings_or_fail()
     allowed = calling_ae or [a for a in settings.allowed_calling_ae_titles.split(",") if a.strip()]
@@ -141,10 +158,15 @@ def dicom_listen(
             "no calling AE title is allowed: pass --calling-ae TITLE or set "
             "INSITU_ALLOWED_CALLING_AE_TITLES"
         )
+    for title, what in [(ae_title, "--ae-title"), *((a, "calling AE title") for a in allowed)]:
+        problem = check_ae_title(title)
+        if problem:
+            fail(f"{what} {title!r}: {problem}")
     try:
         deid_options = Options.parse(options if options is not None else settings.deid_options)
     except OptionsError as exc:
         fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with local_platform(settings) as platform:
         listener = DicomListener(
             platform,
@@ -153,6 +175,8 @@ def dicom_listen(
             site=site or settings.site,
             options=deid_options,
             workers=settings.ingest_workers,
+            queue_bytes=queue_mb * 1024 * 1024,
+            max_associations=max_associations,
         )
         stderr.print(f"listening for C-STORE as {ae_title} on {host}:{port}; Ctrl-C to stop")
         listener.serve(host, port)
