@@ -167,6 +167,7 @@ def dicom_listen(
     except OptionsError as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with local_platform(settings) as platform:
         listener = DicomListener(
             platform,
