@@ -190,3 +190,19 @@ def test_help_lists_the_contract_commands() -> None:
     _code, out, _ = _invoke("--help")
     for command in ("init", "serve", "demo", "user", "ingest", "dicom", "catalog", "whoami"):
         assert command in out
+
+
+def test_dicom_listen_refuses_bad_ae_titles_and_an_empty_allow_list(home: Path) -> None:
+    _invoke("init")
+    code, _, err = _invoke(
+        "dicom", "listen", "--ae-title", "WAY_TOO_LONG_AE_TITLE", "--calling-ae", "PACS"
+    )
+    assert code != 0
+    assert "--ae-title" in err
+    assert "1 to 16 characters" in err
+    code, _, err = _invoke("dicom", "listen", "--calling-ae", "BAD\\AE")
+    assert code != 0
+    assert "calling AE title" in err
+    code, _, err = _invoke("dicom", "listen")
+    assert code != 0
+    assert "--calling-ae" in err
