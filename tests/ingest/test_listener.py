@@ -161,21 +161,19 @@ def test_echoscu_verifies_and_a_wrong_called_ae_title_is_refused(
     listener: tuple[DicomListener, int],
 ) -> None:
     _server, port = listener
-    ok = subprocess.run(
-        ["echoscu", "-aet", "HOSPITAL_PACS", "-aec", "INSITU", "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+
+    def echoscu(called: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["echoscu", "-aet", "HOSPITAL_PACS", "-aec", called, "127.0.0.1", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    ok = echoscu("INSITU")
     assert ok.returncode == 0, ok.stderr
-    wrong = subprocess.run(
-        ["echoscu", "-aet", "HOSPITAL_PACS", "-aec", "SOMEONE_ELSE", "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    wrong = echoscu("SOMEONE_ELSE")
     assert wrong.returncode != 0
     assert "Called AE Title Not Recognized" in wrong.stderr
 
