@@ -119,5 +119,7 @@ def import_all_models() -> None:
     from insitu.access import models as _access
     from insitu.catalog import models as _catalog
     from insitu.ingest import models as _ingest
+    from insitu.ledger import guard as _guard
+    from insitu.ledger import models as _ledger
 
-    del _access, _catalog, _ingest
+    del _access, _catalog, _ingest, _guard, _ledger

@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     tmp_dir: Path | None = None
     """Where uploads are spooled while they are de-identified; kept outside ``home``."""
+    ledger_origin: str = ""
+    """The ledger's name in checkpoints (a schema-less URL).
+
+    Default ``<site>.insitu.local/ledger``."""
+
+    def resolved_ledger_origin(self) -> str:
+        """The checkpoint origin line and log key name."""
+        origin = self.ledger_origin or f"{self.site.lower()}.insitu.local/ledger"
+        if not origin or any(c.isspace() or c == "+" for c in origin):
+            raise ValueError(
+                f"INSITU_LEDGER_ORIGIN {origin!r} must be non-empty, without spaces or '+'"
+            )
+        return origin
 
     @cached_property
     def resolved_database_url(self) -> str:

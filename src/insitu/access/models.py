@@ -49,5 +49,7 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_login_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    """UTC day (ISO) of the token's last login event: one ``access.login`` per token a day."""
 
     user: Mapped[User] = relationship(back_populates="tokens")

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from insitu.access.models import Role
-from insitu.access.service import Principal, authenticate_token
+from insitu.access.service import Principal, authenticate_token, record_login
 from insitu.core.platform import Platform
 from insitu.db import session_scope
 
@@ -62,8 +62,15 @@ def require(*roles: Role) -> Callable[..., Principal]:
     """A dependency admitting authenticated users with one of ``roles`` (any role if none)."""
     allowed = frozenset(roles)
 
-    def dependency(session: DbSession, credentials: Credentials) -> Principal:
+    def dependency(
+        session: DbSession,
+        credentials: Credentials,
+        platform: Annotated[Platform, Depends(get_platform)],
+    ) -> Principal:
         principal = _authenticate(session, credentials)
+        if principal.login_due:
+            with session_scope(platform.sessions) as login_session:
+                record_login(login_session, principal)
         if allowed and principal.role not in allowed:
             needed = " or ".join(sorted(r.value for r in allowed))
             raise HTTPException(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -266,3 +266,15 @@ def counts(session: Session) -> dict[str, int]:
         "series": session.scalar(select(func.count(Series.id))) or 0,
         "instances": session.scalar(select(func.count(Instance.id))) or 0,
     }
+
+
+def iter_batch_instances(session: Session, batch_id: int) -> Iterator[tuple[str, str]]:
+    """(SOP Instance UID, blob digest) of the instances a batch catalogued, by UID."""
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.blob_digest)
+        .where(Instance.batch_id == batch_id)
+        .order_by(Instance.sop_instance_uid)
+        .execution_options(yield_per=10_000)
+    )
+    for uid, digest in rows:
+        yield str(uid), str(digest)

@@ -26,6 +26,7 @@ from insitu.cli.common import (
 from insitu.core.platform import Platform, open_platform
 from insitu.db import session_scope
 from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
+from insitu.ledger.keys import ensure_log_key
 from insitu.settings import InsecureSettingsError, Settings, write_settings_file
 
 app = typer.Typer(
@@ -56,6 +57,7 @@ def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | No
     ensure = getattr(platform.store, "ensure_bucket", None)
     if callable(ensure):
         ensure()
+    ensure_log_key(settings)
     token = None
     with session_scope(platform.sessions) as session:
         if not access.has_users(session):

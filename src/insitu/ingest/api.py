@@ -17,6 +17,7 @@ from insitu.core.platform import Platform
 from insitu.ingest import service
 from insitu.ingest.deid.table import Options, OptionsError
 from insitu.ingest.sources import SourceItem, iter_sources
+from insitu.ledger import service as ledger
 
 router = APIRouter(tags=["ingest"])
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -33,7 +34,7 @@ def _rename(items: Iterable[SourceItem], spool: Path, filename: str) -> Iterator
 @router.post("/uploads", status_code=status.HTTP_201_CREATED)
 async def upload(
     request: Request,
-    _principal: Steward,
+    principal: Steward,
     platform: PlatformDep,
     site: Annotated[str | None, Query(pattern=_SITE_PATTERN)] = None,
     options: str | None = None,
@@ -72,6 +73,7 @@ async def upload(
             options=deid_options,
             source_kind="upload",
             workers=1,
+            actor=ledger.user_actor(principal.user_id),
         )
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ point leaves no half-written blob or row, and re-running the same command comple
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import time
@@ -29,6 +30,8 @@ from insitu.ingest.models import BatchStatus, IngestBatch, IngestError, Quaranti
 from insitu.ingest.processor import InstanceProcessor, Outcome, WorkerConfig
 from insitu.ingest.pseudonyms import Pseudonymizer
 from insitu.ingest.sources import SourceItem
+from insitu.ledger import events
+from insitu.ledger import service as ledger
 from insitu.storage.local import LocalBlobStore
 from insitu.storage.protocol import StagedBlob
 
@@ -101,14 +104,62 @@ class _Tally:
             self.terminal_failures.append({"kind": kind, "path": source, "reason": reason})
 
 
-def start_batch(session: Session, source: str, site: str, options: Options) -> IngestBatch:
+# A batch's creation and its status changes are on the ledger; its running counters are not
+# (they are summed up in the batch-finished event).
+ledger.audit(IngestBatch, {"status"})
+
+
+def start_batch(
+    session: Session, source: str, site: str, options: Options, actor: str = ledger.HOST_ACTOR
+) -> IngestBatch:
     """Record that a batch started (committed at once, so a crash leaves a trace)."""
     batch = IngestBatch(
         source=source, site=site, deid_options=options.fingerprint, status=BatchStatus.running
     )
     session.add(batch)
     session.flush()
+    ledger.record(
+        session,
+        events.INGEST_BATCH_STARTED,
+        actor=actor,
+        subject=f"ingest-batch:{batch.id}",
+        payload={"source": source, "site": site, "options": options.fingerprint},
+    )
     return batch
+
+
+def batch_manifest_hash(session: Session, batch_id: int) -> str:
+    """SHA-256 over the batch's catalogued and quarantined instances, one sorted line each:
+    ``<kind> <SOP Instance UID> <blob SHA-256>``."""
+    digest = hashlib.sha256()
+    for uid, blob in catalog.iter_batch_instances(session, batch_id):
+        digest.update(f"instance {uid} {blob}\n".encode())
+    quarantined = session.execute(
+        select(QuarantinedInstance.sop_instance_uid, QuarantinedInstance.blob_digest)
+        .where(QuarantinedInstance.batch_id == batch_id)
+        .order_by(QuarantinedInstance.sop_instance_uid)
+    )
+    for uid, blob in quarantined:
+        digest.update(f"quarantined {uid} {blob}\n".encode())
+    return digest.hexdigest()
+
+
+def finish_batch(session: Session, batch_id: int, report: dict[str, Any], actor: str) -> None:
+    """Mark a batch completed and put its counts and manifest hash on the ledger."""
+    batch = session.get(IngestBatch, batch_id)
+    if batch is None:
+        raise RuntimeError(f"ingest batch {batch_id} vanished")
+    batch.status = BatchStatus.completed
+    batch.finished_at = utcnow()
+    batch.report = report
+    counts = {k: int(v) for k, v in report["counts"].items()}
+    ledger.record(
+        session,
+        events.INGEST_BATCH_FINISHED,
+        actor=actor,
+        subject=f"ingest-batch:{batch_id}",
+        payload={"counts": counts, "manifest_sha256": batch_manifest_hash(session, batch_id)},
+    )
 
 
 def _existing_quarantine(session: Session, uids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -267,6 +318,7 @@ def ingest(
     worker_niceness: int = 0,
     on_progress: Callable[[int], None] | None = None,
     start_method: str = "forkserver",
+    actor: str = ledger.HOST_ACTOR,
 ) -> IngestResult:
     """Run one batch. Bad files and rows are recorded and the batch goes on.
 
@@ -276,7 +328,7 @@ def ingest(
     """
     started = time.perf_counter()
     with session_scope(platform.sessions) as session:
-        batch_id = start_batch(session, source_kind, site, options).id
+        batch_id = start_batch(session, source_kind, site, options, actor).id
     if isinstance(platform.store, LocalBlobStore):
         platform.store.clean_temp()
     writer = _GroupWriter(platform, batch_id, site, options)
@@ -302,12 +354,7 @@ def ingest(
     elapsed = time.perf_counter() - started
     report = _report(writer.tally, batch_id, site, options, elapsed)
     with session_scope(platform.sessions) as session:
-        batch = session.get(IngestBatch, batch_id)
-        if batch is None:
-            raise RuntimeError(f"ingest batch {batch_id} vanished")
-        batch.status = BatchStatus.completed
-        batch.finished_at = utcnow()
-        batch.report = report
+        finish_batch(session, batch_id, report, actor)
     return IngestResult(batch_id, report, writer.tally.terminal_failures)
 
 
