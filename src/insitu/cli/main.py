@@ -26,6 +26,7 @@ from insitu.cli.common import (
 from insitu.core.platform import Platform, open_platform
 from insitu.db import session_scope
 from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
+from insitu.ledger.cli import ledger_app
 from insitu.ledger.keys import ensure_log_key
 from insitu.settings import InsecureSettingsError, Settings, write_settings_file
 
@@ -40,6 +41,7 @@ app = typer.Typer(
 dicom_app = typer.Typer(help="DICOM network services.", no_args_is_help=True)
 dicom_app.command("listen")(dicom_listen)
 app.add_typer(user_app, name="user")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(dicom_app, name="dicom")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,7 +347,10 @@ def _iter_entry_rows(session: Session) -> Iterator[tuple[int, str, str, str, str
 
 
 def verify(
-    session: Session, log_key: VerifierKey, outside_checkpoints: Sequence[str] = ()
+    session: Session,
+    log_key: VerifierKey,
+    outside_checkpoints: Sequence[str] = (),
+    on_progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Recompute the tree from the stored entries; check it against every signed checkpoint.
 
@@ -379,6 +382,8 @@ def verify(
                 "entries were deleted or inserted"
             )
         builder.add(leaf_hash(entry_leaf(index, recorded_at, event_type, actor, subject, payload)))
+        if on_progress is not None and builder.size % VERIFY_BATCH == 0:
+            on_progress(VERIFY_BATCH)
         for label, root in wanted.get(builder.size, ()):
             if root != builder.root():
                 report.problems.append(
