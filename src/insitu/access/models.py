@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import ClassVar
 
 from sqlalchemy import Boolean, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -26,6 +27,8 @@ class User(Base):
     """A person (or service) who can log in."""
 
     __tablename__ = "users"
+    # Every change to an account commits with its ledger entry (insitu.ledger.guard).
+    __ledger_audit__: ClassVar[frozenset[str]] = frozenset({"*"})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -40,6 +43,10 @@ class ApiToken(Base):
     """A personal API token. Only its SHA-256 is stored; the token is shown once."""
 
     __tablename__ = "api_tokens"
+    # Issue, expiry, revocation and each day's first login are on the ledger.
+    __ledger_audit__: ClassVar[frozenset[str]] = frozenset(
+        {"user_id", "token_hash", "expires_at", "revoked_at", "last_login_on"}
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)

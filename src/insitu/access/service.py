@@ -16,11 +16,6 @@ from insitu.db import utcnow
 from insitu.ledger import events
 from insitu.ledger import service as ledger
 
-# Accounts and tokens change only together with their ledger entry; logins update
-# last_login_on, which is audited too, so each login is on record.
-ledger.audit(User)
-ledger.audit(ApiToken, {"user_id", "token_hash", "expires_at", "revoked_at", "last_login_on"})
-
 TOKEN_PREFIX = "insitu_"  # noqa: S105 - a public prefix, not a secret
 _NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 

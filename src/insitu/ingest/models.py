@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,6 +23,9 @@ class IngestBatch(Base):
     """One ingest run: its options, counts and de-identification QA report."""
 
     __tablename__ = "ingest_batches"
+    # Creation and status changes are on the ledger; the running counters are not (they are
+    # summed up in the batch-finished event).
+    __ledger_audit__: ClassVar[frozenset[str]] = frozenset({"status"})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(16))

@@ -104,11 +104,6 @@ class _Tally:
             self.terminal_failures.append({"kind": kind, "path": source, "reason": reason})
 
 
-# A batch's creation and its status changes are on the ledger; its running counters are not
-# (they are summed up in the batch-finished event).
-ledger.audit(IngestBatch, {"status"})
-
-
 def start_batch(
     session: Session, source: str, site: str, options: Options, actor: str = ledger.HOST_ACTOR
 ) -> IngestBatch:

@@ -1,10 +1,13 @@
 """The rule that every audited change commits together with its ledger entry.
 
-Domains register their audited models (optionally only some columns). A SQLAlchemy session
-hook notes, per transaction, whether an audited row was inserted, updated or deleted and
-whether a ledger entry was appended; ``before_commit`` refuses a transaction with the first
-and not the second. It covers ORM unit-of-work changes and ORM-enabled ``insert``/``update``/
-``delete`` statements run through a Session; raw connections bypass it (none are used).
+Domains mark their audited models with a ``__ledger_audit__`` class attribute: the set of
+audited columns, or ``AUDIT_ALL``. Inserts and deletes of such a model are always audited.
+Marking the model itself (not registering at run time) means no import order can leave a
+table unguarded. A SQLAlchemy session hook notes, per transaction, whether an audited row
+was inserted, updated or deleted and whether a ledger entry was appended; ``before_commit``
+refuses a transaction with the first and not the second. It covers ORM unit-of-work changes
+and ORM-enabled ``insert``/``update``/``delete`` statements run through a Session; raw
+connections bypass it (the platform uses none for audited tables).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from insitu.ledger.models import LedgerEntry
 
-_AUDITED: dict[type[Any], frozenset[str] | None] = {}
-_AUDITED_TABLES: set[str] = set()
+AUDIT_ALL: frozenset[str] = frozenset({"*"})
+ATTRIBUTE = "__ledger_audit__"
 CHANGED = "insitu.audited_change"
 RECORDED = "insitu.ledger_recorded"
 
@@ -26,16 +29,15 @@ class UnrecordedChangeError(RuntimeError):
     """An audited change was about to commit without a ledger entry."""
 
 
-def audit(model: type[Any], columns: set[str] | None = None) -> None:
-    """Require a ledger entry for inserts and deletes of ``model``, and updates of ``columns``
-    (every column when None)."""
-    _AUDITED[model] = frozenset(columns) if columns is not None else None
-    _AUDITED_TABLES.add(model.__tablename__)
+def audited_columns(model: type[Any]) -> frozenset[str] | None:
+    """The audited columns of a model (``AUDIT_ALL`` for all), None if it is not audited."""
+    columns = getattr(model, ATTRIBUTE, None)
+    return frozenset(columns) if columns is not None else None
 
 
-def _audited_update(instance: Any, columns: frozenset[str] | None) -> bool:
+def _audited_update(instance: Any, columns: frozenset[str]) -> bool:
     state = inspect(instance)
-    names = columns if columns is not None else [a.key for a in state.mapper.column_attrs]
+    names = [a.key for a in state.mapper.column_attrs] if columns == AUDIT_ALL else columns
     return any(state.attrs[name].history.has_changes() for name in names)
 
 
@@ -44,14 +46,14 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
     for instance in session.new:
         if isinstance(instance, LedgerEntry):
             session.info[RECORDED] = True
-        elif type(instance) in _AUDITED:
+        elif audited_columns(type(instance)) is not None:
             session.info[CHANGED] = f"rows added to {instance.__tablename__}"
     for instance in session.deleted:
-        if type(instance) in _AUDITED:
+        if audited_columns(type(instance)) is not None:
             session.info[CHANGED] = f"rows removed from {instance.__tablename__}"
     for instance in session.dirty:
-        kind = type(instance)
-        if kind in _AUDITED and _audited_update(instance, _AUDITED[kind]):
+        columns = audited_columns(type(instance))
+        if columns is not None and _audited_update(instance, columns):
             session.info[CHANGED] = f"update of {instance.__tablename__}"
 
 
@@ -59,12 +61,11 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
 def _on_execute(state: ORMExecuteState) -> None:
     if not (state.is_insert or state.is_update or state.is_delete):
         return
-    table = getattr(state.statement, "table", None)
-    name = getattr(table, "name", None)
-    if name == LedgerEntry.__tablename__ and state.is_insert:
-        state.session.info[RECORDED] = True
-    elif name in _AUDITED_TABLES:
-        state.session.info[CHANGED] = f"statement on {name}"
+    for mapper in state.all_mappers:
+        if mapper.class_ is LedgerEntry and state.is_insert:
+            state.session.info[RECORDED] = True
+        elif audited_columns(mapper.class_) is not None:
+            state.session.info[CHANGED] = f"statement on {mapper.class_.__tablename__}"
 
 
 @event.listens_for(Session, "before_commit")

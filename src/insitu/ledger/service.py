@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from insitu.ledger import tree, verifier
 from insitu.ledger.events import EVENT_TYPES, LEDGER_WITNESS_REGISTERED, EventType
-from insitu.ledger.guard import audit
+from insitu.ledger.guard import AUDIT_ALL
 from insitu.ledger.keys import LogSigner
 from insitu.ledger.models import Cosignature, LedgerCheckpoint, LedgerEntry, LedgerNode, Witness
 from insitu.ledger.verifier import (
@@ -31,7 +31,7 @@ from insitu.ledger.verifier import (
 )
 
 ADVISORY_LOCK_KEY = 0x1E_D6E7  # PostgreSQL: serialises appends across connections
-__all__ = ["HOST_ACTOR", "Event", "audit", "record", "record_many", "user_actor"]
+__all__ = ["AUDIT_ALL", "HOST_ACTOR", "Event", "record", "record_many", "user_actor"]
 HOST_ACTOR = "host"  # commands run on the platform host itself, by its operator
 VERIFY_BATCH = 20_000
 
@@ -71,8 +71,14 @@ def _now() -> str:
 
 
 def _lock(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    """Serialise appends: the advisory lock on PostgreSQL; on SQLite, take the single write
+    lock before reading the size (a no-op UPDATE begins the write transaction, and SQLite
+    holds that lock until commit, so no other writer can read the same size)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    elif dialect == "sqlite":
+        session.execute(text("UPDATE ledger_entries SET leaf_index = leaf_index WHERE 0 = 1"))
 
 
 def tree_size(session: Session) -> int:
@@ -273,13 +279,15 @@ def add_cosignature(session: Session, cosigned_note: str) -> list[str]:
         raise ValueError("not a checkpoint of this log: nothing to cosign")
     known = {w.name: w for w in witnesses(session)}
     accepted: list[str] = []
+    valid = 0
     for name, blob in note.signatures:
         witness = known.get(name)
         if witness is None:
             continue
         key = verifier.parse_verifier_key(witness.verifier_key)
         if not verifier.signature_valid(note, blob, key):
-            continue
+            raise ValueError(f"the cosignature of {name!r} does not verify with its key")
+        valid += 1
         exists = session.scalar(
             select(Cosignature).where(
                 Cosignature.checkpoint_id == row.id, Cosignature.witness_id == witness.id
@@ -295,8 +303,11 @@ def add_cosignature(session: Session, cosigned_note: str) -> list[str]:
                 )
             )
             accepted.append(name)
-    if not accepted and not any(name in known for name, _ in note.signatures):
-        raise ValueError("no cosignature of a registered witness on this checkpoint")
+    if not valid:
+        raise ValueError(
+            "no cosignature of a registered witness on this checkpoint: an admin registers "
+            "witness keys with 'insitu ledger add-witness'"
+        )
     session.flush()
     return accepted
 

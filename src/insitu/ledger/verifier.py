@@ -230,7 +230,7 @@ class VerifierKey:
 def parse_verifier_key(text: str) -> VerifierKey:
     """Parse and check a vkey (its key ID must match its name and key)."""
     try:
-        name, hex_id, encoded = text.strip().split("+")
+        name, hex_id, encoded = text.strip().split("+", 2)
         material = base64.b64decode(encoded, validate=True)
         expected_id = bytes.fromhex(hex_id)
     except ValueError as exc:

@@ -10,6 +10,7 @@ from insitu.access.permissions import Public
 from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
 from insitu.ingest.api import router as ingest_router
+from insitu.ledger.api import router as ledger_router
 
 health_router = APIRouter(tags=["health"])
 
@@ -33,5 +34,6 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(access_router)
     api.include_router(ingest_router)
     api.include_router(catalog_router)
+    api.include_router(ledger_router)
     app.include_router(api)
     return app
