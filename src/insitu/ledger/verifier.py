@@ -41,6 +41,18 @@ class VerificationError(Exception):
     """Something does not verify; the message says what and where."""
 
 
+def strict_b64decode(text: str) -> bytes:
+    """Standard base64 in its one canonical spelling: no stray characters, zero pad bits.
+
+    Plain decoding ignores the unused bits of the last character, so two spellings would
+    give the same bytes; a changed byte must never go unnoticed.
+    """
+    data = base64.b64decode(text, validate=True)
+    if base64.b64encode(data).decode() != text:
+        raise ValueError("not canonical base64")
+    return data
+
+
 # -- RFC 9162 hashing ---------------------------------------------------------------------------
 
 
@@ -231,7 +243,7 @@ def parse_verifier_key(text: str) -> VerifierKey:
     """Parse and check a vkey (its key ID must match its name and key)."""
     try:
         name, hex_id, encoded = text.strip().split("+", 2)
-        material = base64.b64decode(encoded, validate=True)
+        material = strict_b64decode(encoded)
         expected_id = bytes.fromhex(hex_id)
     except ValueError as exc:
         raise VerificationError(f"not a verifier key (name+keyid+base64): {exc}") from exc
@@ -271,7 +283,7 @@ def parse_note(raw: str) -> Note:
             raise VerificationError(f"malformed signature line {line[:40]!r}")
         name, _, encoded = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
         try:
-            blob = base64.b64decode(encoded, validate=True)
+            blob = strict_b64decode(encoded)
         except ValueError as exc:
             raise VerificationError(f"signature of {name!r} is not base64") from exc
         if not name or len(blob) < 5:
@@ -340,7 +352,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
     if not size_line.isdigit() or (size_line.startswith("0") and size_line != "0"):
         raise VerificationError(f"checkpoint size {size_line!r} is not a decimal number")
     try:
-        root = base64.b64decode(lines[2], validate=True)
+        root = strict_b64decode(lines[2])
     except ValueError as exc:
         raise VerificationError("checkpoint root hash is not base64") from exc
     _check_hashes("checkpoint", root)
