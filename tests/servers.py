@@ -1,4 +1,4 @@
-"""Real servers the tests start themselves: a PostgreSQL cluster and a SeaweedFS S3 server."""
+"""Real servers the tests start themselves: PostgreSQL, SeaweedFS S3, and insitu itself."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -168,3 +170,24 @@ def seaweedfs_s3() -> Iterator[S3Server]:
             process.kill()
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def live_app(platform: Any) -> Iterator[str]:
+    """The insitu app served by a real uvicorn on a loopback port; yields its base URL."""
+    import uvicorn
+
+    from insitu.web.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
