@@ -89,11 +89,11 @@ def test_account_changes_and_one_login_a_day_are_recorded(
     for _ in range(3):
         assert client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}).is_success
     with session_scope(platform.sessions) as session:
-        user = access.get_user(session, "dora")
-        assert user is not None
-        access.set_role(session, user, Role.auditor, actor="user:1")
+        dora = access.get_user(session, "dora")
+        assert dora is not None
+        access.set_role(session, dora, Role.auditor, actor="user:1")
         access.revoke_token(session, token[:11], actor="user:1")
-        access.deactivate_user(session, user, actor="user:1")
+        access.deactivate_user(session, dora, actor="user:1")
     kinds = [e["type"] for e in _entries(platform, "access.")]
     assert kinds == [
         "access.user.created",
