@@ -26,8 +26,9 @@ from insitu.cli.common import (
 from insitu.core.platform import Platform, open_platform
 from insitu.db import session_scope
 from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
+from insitu.ledger import service as ledger
 from insitu.ledger.cli import ledger_app
-from insitu.ledger.keys import ensure_log_key
+from insitu.ledger.keys import ensure_log_key, load_log_signer
 from insitu.settings import InsecureSettingsError, Settings, write_settings_file
 
 app = typer.Typer(
@@ -111,7 +112,12 @@ def serve(
         platform.close()
 
 
-DEMO_ACCOUNTS = (("admin", Role.admin), ("steward", Role.steward), ("researcher", Role.researcher))
+DEMO_ACCOUNTS = (
+    ("admin", Role.admin),
+    ("steward", Role.steward),
+    ("researcher", Role.researcher),
+    ("auditor", Role.auditor),
+)
 
 
 def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[str, object]]:
@@ -160,6 +166,8 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
             workers=1,
             clinical=(clinical, ClinicalMapping.load(mapping_path)),
         )
+    with session_scope(platform.sessions) as session:  # a first signed checkpoint to look at
+        ledger.create_checkpoint(session, load_log_signer(settings))
     return platform, {"accounts": accounts, "report": result.report}
 
 
