@@ -27,3 +27,4 @@ test: lint typecheck unit
 bench:
 	./scripts/bootstrap.sh --bench
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/ledger_bench.py
