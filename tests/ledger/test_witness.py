@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,49 @@ def test_a_forked_log_is_caught_by_the_witness(
     evidence = list(state.glob("fork-evidence-*.txt"))
     assert len(evidence) == 1
     assert "does not extend size 10" in evidence[0].read_text()
+
+
+def test_proof_commands_check_the_server_against_its_signature(
+    platform: Platform,
+    signer: LogSigner,
+    server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INSITU_URL", server)
+    key = ["--log-key", signer.verifier_key]
+    kept = tmp_path / "kept"
+    kept.write_text(httpx.get(f"{server}/api/v1/ledger/checkpoint").text)
+    entry = httpx.get(f"{server}/api/v1/ledger/proof/inclusion?index=3&size=10").json()
+    assert entry["index"] == 3
+    result = runner.invoke(app, ["ledger", "proof", "inclusion", "3", *key])
+    assert result.exit_code == 0, result.stderr
+    assert "OK: entry 3 is in the signed log of size 10" in result.stdout
+    mine = tmp_path / "entry.json"
+    mine.write_text(
+        json.dumps(
+            {
+                "index": 3,
+                "time": "x",
+                "type": "test.event",
+                "actor": "a",
+                "subject": "b",
+                "payload": {},
+            }
+        )
+    )
+    result = runner.invoke(app, ["ledger", "proof", "inclusion", "3", "--entry", str(mine), *key])
+    assert result.exit_code == 1
+    assert "inclusion proof FAILED" in result.stderr
+    append_events(platform, 6, start=10)
+    checkpoint(platform, signer)
+    result = runner.invoke(app, ["ledger", "proof", "consistency", str(kept), *key])
+    assert result.exit_code == 0, result.stderr
+    assert "extends your checkpoint of size 10" in result.stdout
+    wrong_key = [
+        "--log-key",
+        verifier.verifier_key(signer.origin, Ed25519PrivateKey.generate().public_key()),
+    ]
+    result = runner.invoke(app, ["ledger", "proof", "consistency", str(kept), *wrong_key])
+    assert result.exit_code == 1
+    assert "does not verify" in result.stderr

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from insitu.cli.common import emit_json, fail, local_platform, stderr
+from insitu.cli.common import api_url, emit_json, fail, local_platform, stderr
 from insitu.db import session_scope
 from insitu.ledger import service, verifier
 from insitu.ledger.keys import MissingKeyError, load_log_signer
+from insitu.ledger.verifier import Checkpoint, VerificationError
 from insitu.ledger.witness import ForkDetectedError, WitnessError, WitnessState, witness_once
 
 ledger_app = typer.Typer(
@@ -204,3 +207,112 @@ def witness(
     typer.echo(f"{result.message} ({before}); witness key {witness_state.verifier_key()}")
     if not result.accepted:
         raise typer.Exit(1)
+
+
+proof_app = typer.Typer(
+    help="Check proofs from a running insitu server against its signed checkpoint (client).",
+    no_args_is_help=True,
+)
+ledger_app.add_typer(proof_app, name="proof")
+LogKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-key",
+        help="The log's verifier key, obtained independently (default: ask the server).",
+    ),
+]
+
+
+def _fetch(path: str, **params: int) -> httpx.Response:
+    url = f"{api_url()}/api/v1/ledger{path}"
+    try:
+        response = httpx.get(url, params=params, timeout=60)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url} ({exc}); set INSITU_URL")
+    if response.status_code != 200:
+        fail(f"{url}: {response.status_code} {response.text[:200]}")
+    return response
+
+
+def _latest(log_key: str | None) -> tuple[verifier.VerifierKey, Checkpoint]:
+    if log_key is None:
+        stderr.print("[yellow]note[/yellow] trusting the server's own key; pin it with --log-key")
+    try:
+        key = verifier.parse_verifier_key(log_key or _fetch("/key").text)
+        latest, _ = verifier.open_checkpoint(_fetch("/checkpoint").text, key)
+    except VerificationError as exc:
+        fail(f"the server's checkpoint does not verify: {exc}")
+    return key, latest
+
+
+@proof_app.command("inclusion")
+def proof_inclusion(
+    index: Annotated[int, typer.Argument(min=0, help="The entry's leaf index.")],
+    entry_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--entry", help="The entry as JSON (from /ledger/entries): hash it here, not there."
+        ),
+    ] = None,
+    log_key: LogKeyOption = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Prove that entry INDEX is in the server's newest signed checkpoint."""
+    _, latest = _latest(log_key)
+    if index >= latest.size:
+        fail(f"entry {index} is not covered by the newest checkpoint (size {latest.size})")
+    answer = _fetch("/proof/inclusion", index=index, size=latest.size).json()
+    leaf = base64.b64decode(answer["leaf_hash"])
+    if entry_file is not None:
+        try:
+            entry = json.loads(entry_file.read_text())
+            leaf = verifier.leaf_hash(
+                verifier.entry_leaf(
+                    entry["index"],
+                    entry["time"],
+                    entry["type"],
+                    entry["actor"],
+                    entry["subject"],
+                    verifier.canonical_json(entry["payload"]),
+                )
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            fail(f"cannot read entry file {entry_file}: {exc}")
+    try:
+        proof = [base64.b64decode(p) for p in answer["proof"]]
+        verifier.verify_inclusion(index, latest.size, leaf, proof, latest.root)
+    except VerificationError as exc:
+        fail(f"inclusion proof FAILED: {exc}")
+    if json_output:
+        emit_json({"ok": True, "index": index, "size": latest.size})
+    else:
+        typer.echo(f"OK: entry {index} is in the signed log of size {latest.size}")
+
+
+@proof_app.command("consistency")
+def proof_consistency(
+    checkpoint_file: Annotated[Path, typer.Argument(help="A checkpoint you kept earlier.")],
+    log_key: LogKeyOption = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Prove that the server's newest checkpoint extends one you kept (nothing was rewritten)."""
+    key, latest = _latest(log_key)
+    try:
+        old, _ = verifier.open_checkpoint(checkpoint_file.read_text(), key)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read checkpoint file {checkpoint_file}: {exc}")
+    except VerificationError as exc:
+        fail(f"{checkpoint_file}: {exc}")
+
+    def fetch_proof() -> list[bytes]:
+        answer = _fetch("/proof/consistency", old=old.size, new=latest.size).json()
+        return [base64.b64decode(p) for p in answer["proof"]]
+
+    try:
+        verifier.verify_extends(old, latest, fetch_proof)
+    except VerificationError as exc:
+        fail(f"consistency proof FAILED: {exc}")
+    if json_output:
+        emit_json({"ok": True, "old": old.size, "new": latest.size})
+    else:
+        typer.echo(f"OK: the log of size {latest.size} extends your checkpoint of size {old.size}")

@@ -21,7 +21,7 @@ import hashlib
 import json
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,6 +375,29 @@ def open_checkpoint(raw: str, log_key: VerifierKey) -> tuple[Checkpoint, Note]:
             f"checkpoint of size {checkpoint.size} is not validly signed by {log_key.name}"
         )
     return checkpoint, note
+
+
+def verify_extends(
+    old: Checkpoint, new: Checkpoint, consistency_proof: Callable[[], Sequence[bytes]]
+) -> None:
+    """Raise VerificationError unless checkpoint ``new`` extends ``old`` (same log, no rewrite).
+
+    ``consistency_proof`` is called, to fetch the proof, only when one is needed.
+    """
+    if old.origin != new.origin:
+        raise VerificationError(f"checkpoints of two logs: {old.origin!r} and {new.origin!r}")
+    if new.size < old.size:
+        raise VerificationError(f"the log shrank from {old.size} to {new.size} entries")
+    if new.size == old.size:
+        if new.root != old.root:
+            raise VerificationError(f"two different roots for the same size {new.size}")
+        return
+    if old.size == 0:
+        return
+    try:
+        verify_consistency(old.size, new.size, old.root, new.root, consistency_proof())
+    except VerificationError as exc:
+        raise VerificationError(f"size {new.size} does not extend size {old.size}: {exc}") from exc
 
 
 # -- offline bundles ------------------------------------------------------------------------------

@@ -162,21 +162,12 @@ def _check_extends(
     previous_raw: str,
     current_raw: str,
 ) -> None:
-    reason = None
-    if current.size < previous.size:
-        reason = f"the log shrank from {previous.size} to {current.size} entries"
-    elif current.size == previous.size:
-        if current.root != previous.root:
-            reason = f"two different roots for the same size {current.size}"
-    else:
+    def fetch_proof() -> list[bytes]:
         answer = _get(http, f"{api}/proof/consistency", old=previous.size, new=current.size)
-        proof = [base64.b64decode(p) for p in answer.json()["proof"]]
-        try:
-            verifier.verify_consistency(
-                previous.size, current.size, previous.root, current.root, proof
-            )
-        except VerificationError as exc:
-            reason = f"size {current.size} does not extend size {previous.size}: {exc}"
-    if reason is not None:
-        evidence = state.keep_evidence(previous_raw, current_raw, reason)
-        raise ForkDetectedError(f"FORK DETECTED: {reason}; evidence in {evidence}")
+        return [base64.b64decode(p) for p in answer.json()["proof"]]
+
+    try:
+        verifier.verify_extends(previous, current, fetch_proof)
+    except VerificationError as exc:
+        evidence = state.keep_evidence(previous_raw, current_raw, str(exc))
+        raise ForkDetectedError(f"FORK DETECTED: {exc}; evidence in {evidence}") from exc
