@@ -60,12 +60,15 @@ def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | No
     ensure = getattr(platform.store, "ensure_bucket", None)
     if callable(ensure):
         ensure()
-    ensure_log_key(settings)
+    signer = ensure_log_key(settings)
     token = None
     with session_scope(platform.sessions) as session:
         if not access.has_users(session):
             user = access.create_user(session, admin_name, Role.admin)
             token = access.issue_token(session, user, label="initial")
+    if token is not None:  # a new deployment starts with a signed checkpoint of its first entries
+        with session_scope(platform.sessions) as session:
+            ledger.create_checkpoint(session, signer)
     return platform, token
 
 
@@ -166,7 +169,7 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
             workers=1,
             clinical=(clinical, ClinicalMapping.load(mapping_path)),
         )
-    with session_scope(platform.sessions) as session:  # a first signed checkpoint to look at
+    with session_scope(platform.sessions) as session:  # a checkpoint covering the sample data
         ledger.create_checkpoint(session, load_log_signer(settings))
     return platform, {"accounts": accounts, "report": result.report}
 

@@ -273,7 +273,9 @@ def add_cosignature(session: Session, cosigned_note: str) -> list[str]:
     """
     note = verifier.parse_note(cosigned_note)
     row = session.scalars(
-        select(LedgerCheckpoint).where(LedgerCheckpoint.note.startswith(note.text + "\n"))
+        select(LedgerCheckpoint).where(
+            LedgerCheckpoint.note.startswith(note.text + "\n", autoescape=True)
+        )
     ).first()
     if row is None:
         raise ValueError("not a checkpoint of this log: nothing to cosign")
