@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from insitu.cli.main import app
 from insitu.core.platform import open_platform
 from insitu.ingest.corpus import generate_corpus
 from insitu.settings import InsecureSettingsError, load_settings
-from insitu.web.app import create_app
 from tests.factories import write
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, live_app
 
 runner = CliRunner()
 
@@ -129,17 +126,9 @@ def live_server(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
             "token"
         ]
     platform = open_platform(load_settings())
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for_port(port)
-    monkeypatch.setenv("INSITU_URL", f"http://127.0.0.1:{port}")
-    yield tokens
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_app(platform) as url:
+        monkeypatch.setenv("INSITU_URL", url)
+        yield tokens
     platform.close()
 
 

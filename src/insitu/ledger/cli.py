@@ -14,9 +14,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from insitu.cli.common import api_url, emit_json, fail, local_platform, stderr
+from insitu.core.platform import Platform
 from insitu.db import session_scope
 from insitu.ledger import service, verifier
-from insitu.ledger.keys import MissingKeyError, load_log_signer
+from insitu.ledger.keys import LogSigner, MissingKeyError, load_log_signer
 from insitu.ledger.verifier import Checkpoint, VerificationError
 from insitu.ledger.witness import ForkDetectedError, WitnessError, WitnessState, witness_once
 
@@ -27,14 +28,18 @@ ledger_app = typer.Typer(
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+def _signer(platform: Platform) -> LogSigner:
+    try:
+        return load_log_signer(platform.settings)
+    except MissingKeyError as exc:
+        fail(str(exc))
+
+
 @ledger_app.command("checkpoint")
 def checkpoint(json_output: JsonFlag = False) -> None:
     """Sign the current log (C2SP tlog-checkpoint, Ed25519) and print the signed note."""
     with local_platform() as platform:
-        try:
-            signer = load_log_signer(platform.settings)
-        except MissingKeyError as exc:
-            fail(str(exc))
+        signer = _signer(platform)
         with session_scope(platform.sessions) as session:
             row = service.create_checkpoint(session, signer)
             note, size = row.note, row.tree_size
@@ -68,10 +73,7 @@ def verify(
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"cannot read checkpoint file {path}: {exc}")
     with local_platform() as platform:
-        try:
-            key = load_log_signer(platform.settings).parsed_key
-        except MissingKeyError as exc:
-            fail(str(exc))
+        key = _signer(platform).parsed_key
         with session_scope(platform.sessions) as session:
             total = service.tree_size(session)
             progress = Progress(
@@ -122,10 +124,7 @@ def export(
     Check it anywhere with only Python and `cryptography`: python verifier.py BUNDLE --key VKEY
     """
     with local_platform() as platform:
-        try:
-            signer = load_log_signer(platform.settings)
-        except MissingKeyError as exc:
-            fail(str(exc))
+        signer = _signer(platform)
         with session_scope(platform.sessions) as session:
             bundle = service.export_bundle(session, signer)
     temporary = output.with_name(output.name + ".tmp")
@@ -146,10 +145,7 @@ def export(
 def key() -> None:
     """Print the log's public verifier key (publish it where auditors can find it)."""
     with local_platform() as platform:
-        try:
-            typer.echo(load_log_signer(platform.settings).verifier_key)
-        except MissingKeyError as exc:
-            fail(str(exc))
+        typer.echo(_signer(platform).verifier_key)
 
 
 @ledger_app.command("add-witness")
