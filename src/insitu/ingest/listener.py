@@ -20,6 +20,7 @@ import queue
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -265,10 +266,9 @@ class DicomListener:
             self._acceptor.join()
         if self._server_socket is not None:
             self._server_socket.close()
-        waited = 0.0
-        while self._associations and waited < grace_seconds:
-            threading.Event().wait(0.1)
-            waited += 0.1
+        deadline = time.monotonic() + grace_seconds
+        while self._associations and time.monotonic() < deadline:
+            time.sleep(0.1)
         with self._lock:
             remaining = list(self._associations)
         for association in remaining:
