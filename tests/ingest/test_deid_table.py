@@ -145,13 +145,7 @@ def _process(options: tuple[str, ...], tmp_path: Path) -> tuple[Dataset, Pseudon
     assert outcome.error is None, outcome.error
     assert outcome.staged is not None
     store.commit([outcome.staged])
-    return pydicom.dcmread(
-        store.root
-        / "sha256"
-        / outcome.staged.digest[:2]
-        / outcome.staged.digest[2:4]
-        / outcome.staged.digest
-    ), processor.pseudonymizer
+    return pydicom.dcmread(io.BytesIO(store.get(outcome.staged.digest))), processor.pseudonymizer
 
 
 def _is_empty(value: Any) -> bool:

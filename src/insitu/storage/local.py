@@ -1,4 +1,8 @@
-"""Local filesystem blob store: ``<root>/sha256/ab/cd/<digest>``, written atomically."""
+"""Local filesystem blob store: ``<root>/sha256/ab/<digest>``, written atomically.
+
+One level of 256 folders (as git does): a second level would mean a new folder for almost
+every blob of an ingest, and creating folders costs more than writing the blob's name.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ class LocalBlobStore:
 
     def _path(self, digest: str) -> Path:
         check_digest(digest)
-        return self._blobs / digest[:2] / digest[2:4] / digest
+        return self._blobs / digest[:2] / digest
 
     def _write_temp(self, data: bytes) -> Path:
         tmp = self._tmp / f"{secrets.token_hex(12)}.part"
@@ -145,7 +149,7 @@ class LocalBlobStore:
 
     def digests(self) -> Iterator[str]:
         """All stored digests."""
-        for path in self._blobs.glob("*/*/*"):
+        for path in self._blobs.glob("*/*"):
             if path.is_file():
                 yield path.name
 
