@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     tmp_dir: Path | None = None
     """Where uploads are spooled while they are de-identified; kept outside ``home``."""
+    login_attempts_per_minute: int = 10
+    """Password logins accepted per client address and minute (then 429)."""
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 

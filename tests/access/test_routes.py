@@ -17,6 +17,10 @@ from tests.factories import encode, minimal_dataset, user_token
 EXPECTED = {
     ("GET", "/api/v1/health"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
+    ("POST", "/api/v1/auth/token"): ("public",),
+    ("GET", "/api/v1/tokens"): ("any",),
+    ("POST", "/api/v1/tokens"): ("any",),
+    ("DELETE", "/api/v1/tokens/{token_id}"): ("any",),
     ("POST", "/api/v1/uploads"): ("steward",),
     ("GET", "/api/v1/ingest/batches/{batch_id}"): ("steward",),
     ("GET", "/api/v1/quarantine"): ("steward",),
@@ -55,9 +59,11 @@ def test_every_route_declares_its_permission(platform: Platform) -> None:
 
 def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = path.replace("{batch_id}", "1")
+    url = path.replace("{batch_id}", "1").replace("{token_id}", "1")
     if method == "POST":
         return int(client.post(url, content=b"x", headers=headers).status_code)
+    if method == "DELETE":
+        return int(client.delete(url, headers=headers).status_code)
     return int(client.get(url, headers=headers).status_code)
 
 

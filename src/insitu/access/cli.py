@@ -1,4 +1,4 @@
-"""Account commands: ``insitu user add`` (host) and ``insitu whoami`` (client)."""
+"""Account commands: ``insitu user ...`` (host); ``login``, ``whoami``, ``token ...`` (client)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from insitu.access import service
-from insitu.cli.common import api_get, emit_json, fail, local_platform
+from insitu.cli.common import (
+    api_get,
+    api_request,
+    api_url,
+    emit_json,
+    fail,
+    local_platform,
+    save_token,
+)
 from insitu.db import session_scope
 from insitu.ledger.service import HOST_ACTOR
 
@@ -77,6 +85,108 @@ def user_revoke_token(
 ) -> None:
     """Revoke an API token by its prefix (written to the ledger)."""
     typer.echo(_change_user("", "revoke", prefix))
+
+
+@user_app.command("set-password")
+def user_set_password(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="The new password (prompted, hidden, when not given).",
+        ),
+    ],
+) -> None:
+    """Set an account's password for browser and `insitu login` (argon2id; unlocks it)."""
+    with local_platform() as platform:
+        try:
+            with session_scope(platform.sessions) as session:
+                user = service.get_user(session, name)
+                if user is None:
+                    fail(f"no user {name!r}")
+                service.set_password(session, user, password, HOST_ACTOR)
+        except service.AccessError as exc:
+            fail(str(exc))
+    typer.echo(f"password set for {name}")
+
+
+def login(
+    name: Annotated[str | None, typer.Option(help="Account name (prompted when missing).")] = None,
+    paste_token: Annotated[
+        bool, typer.Option("--token", help="Paste an API token instead of using a password.")
+    ] = False,
+    expires_days: Annotated[
+        int, typer.Option(min=1, max=365, help="Lifetime of the token a password login gets.")
+    ] = 30,
+) -> None:
+    """Log this machine's CLI in to $INSITU_URL and save the token (file mode 0600)."""
+    url = api_url()
+    if paste_token:
+        token = typer.prompt("API token", hide_input=True).strip()
+        me = api_request("GET", "/whoami", token=token)
+    else:
+        name = name or typer.prompt("account name")
+        password = typer.prompt("password", hide_input=True)
+        issued = api_request(
+            "POST",
+            "/auth/token",
+            json_body={
+                "name": name,
+                "password": password,
+                "label": "cli",
+                "expires_days": expires_days,
+            },
+            anonymous=True,  # never send a saved token along with a password
+        )
+        token = issued["token"]
+        me = {"name": issued["name"], "role": issued["role"]}
+    save_token(url, token)
+    typer.echo(f"logged in to {url} as {me['name']} ({me['role']})")
+
+
+token_app = typer.Typer(help="Your API tokens (client).", no_args_is_help=True)
+
+
+@token_app.command("list")
+def token_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List your tokens: prefix, label, expiry, revocation."""
+    rows = api_get("/tokens")
+    if json_output:
+        emit_json(rows)
+        return
+    for row in rows:
+        state = "revoked" if row["revoked_at"] else f"expires {row['expires_at'] or 'never'}"
+        typer.echo(f"{row['id']:>5}  {row['prefix']}…  {row['label'] or '-':<12}  {state}")
+
+
+@token_app.command("create")
+def token_create(
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    expires_days: Annotated[int, typer.Option(min=1, max=365, help="Lifetime in days.")] = 30,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a token for yourself (printed once)."""
+    issued = api_request(
+        "POST", "/tokens", json_body={"label": label, "expires_days": expires_days}
+    )
+    if json_output:
+        emit_json(issued)
+    else:
+        typer.echo(f"{issued['token']}\n(expires {issued['expires_at']}; shown once)")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The id from `token list`.")],
+) -> None:
+    """Revoke one of your tokens."""
+    api_request("DELETE", f"/tokens/{token_id}")
+    typer.echo(f"token {token_id} revoked")
 
 
 def whoami(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,6 +20,14 @@ from insitu.ledger import events
 from insitu.ledger import service as ledger
 
 TOKEN_PREFIX = "insitu_"  # noqa: S105 - a public prefix, not a secret
+MIN_PASSWORD_LENGTH = 12
+MAX_FAILED_LOGINS = 5
+LOCKOUT = dt.timedelta(minutes=15)
+DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=30)
+_hasher = PasswordHasher()
+# Compared against when the account does not exist, so that a wrong name costs as much time
+# as a wrong password and response times do not reveal which accounts exist.
+_DUMMY_HASH = _hasher.hash("insitu-no-such-account")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 
 
@@ -191,6 +202,124 @@ def get_user(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(User.name == name))
 
 
+def get_user_by_id(session: Session, user_id: int) -> User | None:
+    """The user with this id, if any."""
+    return session.get(User, user_id)
+
+
 def has_users(session: Session) -> bool:
     """Whether any account exists (``init`` creates the first admin only once)."""
     return session.scalar(select(User.id).limit(1)) is not None
+
+
+def set_password(session: Session, user: User, password: str, actor: str) -> None:
+    """Give an account a password (argon2id); unlocks it."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccessError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = _hasher.hash(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    ledger.record(
+        session, events.ACCESS_PASSWORD_SET, actor=actor, subject=ledger.user_actor(user.id)
+    )
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """What a password login attempt gave: the user, or why not (and until when locked).
+
+    Returned rather than raised: a failed attempt changes the account (failure count, lockout)
+    and writes ledger entries, and those must commit even though the login is refused.
+    """
+
+    user: User | None
+    refusal: str = ""
+    locked_until: dt.datetime | None = None
+
+
+WRONG_CREDENTIALS = "wrong account name or password"
+
+
+def login_with_password(
+    session: Session, name: str, password: str, now: dt.datetime | None = None
+) -> LoginOutcome:
+    """Check a name and password. Failures count towards a lockout, and failures of existing
+    accounts and lockouts go to the ledger; unknown names are not recorded (no names on the
+    ledger) and take as long as a wrong password."""
+    now = now or utcnow()
+    user = get_user(session, name)
+    if user is None or user.password_hash is None or not user.active:
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            _hasher.verify(_DUMMY_HASH, password)
+        return LoginOutcome(None, WRONG_CREDENTIALS)
+    if user.locked_until is not None and user.locked_until > now:
+        return LoginOutcome(
+            None,
+            "this account is locked after repeated failed logins; try again after "
+            f"{user.locked_until:%H:%M} UTC or ask an admin to set a new password",
+            user.locked_until,
+        )
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        _record_failure(session, user, now)
+        return LoginOutcome(None, WRONG_CREDENTIALS, user.locked_until)
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    ledger.record(
+        session,
+        events.ACCESS_LOGIN,
+        actor=ledger.user_actor(user.id),
+        subject=ledger.user_actor(user.id),
+        payload={"method": "password"},
+    )
+    return LoginOutcome(user)
+
+
+def _record_failure(session: Session, user: User, now: dt.datetime) -> None:
+    user.failed_logins += 1
+    ledger.record(
+        session,
+        events.ACCESS_LOGIN_FAILED,
+        actor="anonymous",
+        subject=ledger.user_actor(user.id),
+        payload={"failures": user.failed_logins},
+    )
+    if user.failed_logins >= MAX_FAILED_LOGINS:
+        user.locked_until = now + LOCKOUT
+        user.failed_logins = 0
+        ledger.record(
+            session,
+            events.ACCESS_LOCKED,
+            actor="anonymous",
+            subject=ledger.user_actor(user.id),
+            payload={"minutes": int(LOCKOUT.total_seconds() // 60)},
+        )
+
+
+def list_tokens(session: Session, user_id: int) -> list[ApiToken]:
+    """An account's tokens, newest first (hashes are never shown)."""
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_token_by_id(session: Session, principal: Principal, token_id: int) -> None:
+    """Revoke one of the caller's own tokens (admins: anyone's)."""
+    row = session.get(ApiToken, token_id)
+    if row is None or (row.user_id != principal.user_id and principal.role != Role.admin):
+        raise AccessError(f"no token {token_id} of yours")
+    if row.revoked_at is not None:
+        return
+    row.revoked_at = utcnow()
+    ledger.record(
+        session,
+        events.ACCESS_TOKEN_REVOKED,
+        actor=ledger.user_actor(principal.user_id),
+        subject=f"token:{row.id}",
+        payload={"user": ledger.user_actor(row.user_id)},
+    )

@@ -94,15 +94,27 @@ def api_token(url: str) -> str | None:
     return None
 
 
-def api_get(path: str, params: dict[str, Any] | None = None) -> Any:
-    """GET an API path; failures become a one-line error."""
+def api_request(
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    json_body: Any = None,
+    token: str | None = None,
+    anonymous: bool = False,
+) -> Any:
+    """Call an API path; failures become a one-line error. Returns the JSON body (or None).
+
+    ``token`` overrides the saved one; ``anonymous`` sends none at all."""
     url = api_url()
-    token = api_token(url)
+    token = None if anonymous else token or api_token(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(
+        response = httpx.request(
+            method,
             f"{url}/api/v1{path}",
             params={k: v for k, v in (params or {}).items() if v is not None},
+            json=json_body,
             headers=headers,
             timeout=60,
         )
@@ -117,4 +129,11 @@ def api_get(path: str, params: dict[str, Any] | None = None) -> Any:
         except ValueError:
             detail = response.text[:200]
         fail(f"{response.status_code}: {detail}")
+    if response.status_code == 204 or not response.content:
+        return None
     return response.json()
+
+
+def api_get(path: str, params: dict[str, Any] | None = None) -> Any:
+    """GET an API path; failures become a one-line error."""
+    return api_request("GET", path, params=params)

@@ -12,7 +12,7 @@ import typer
 
 from insitu import __version__
 from insitu.access import service as access
-from insitu.access.cli import user_app, whoami
+from insitu.access.cli import login, token_app, user_app, whoami
 from insitu.access.models import Role
 from insitu.catalog.cli import catalog_app
 from insitu.cli.common import (
@@ -48,6 +48,8 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(dicom_app, name="dicom")
 app.command("ingest")(ingest_command)
 app.command("whoami")(whoami)
+app.command("login")(login)
+app.add_typer(token_app, name="token")
 
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:

@@ -37,7 +37,13 @@ INGEST_BATCH_STARTED = register("ingest.batch.started", "an ingest batch began")
 INGEST_BATCH_FINISHED = register(
     "ingest.batch.finished", "an ingest batch ended: its counts and the hash of its manifest"
 )
-ACCESS_LOGIN = register("access.login", "a person logged in (first use of a token in a day)")
+ACCESS_LOGIN = register(
+    "access.login",
+    "a person logged in: with a password, or a token's first use in a day",
+)
+ACCESS_LOGIN_FAILED = register("access.login.failed", "a wrong password for an existing account")
+ACCESS_LOCKED = register("access.locked", "an account locked after repeated failed logins")
+ACCESS_PASSWORD_SET = register("access.password.set", "an account's password was set")
 ACCESS_USER_CREATED = register("access.user.created", "an account was created, with its role")
 ACCESS_ROLE_CHANGED = register("access.user.role_changed", "an account's role changed")
 ACCESS_USER_DEACTIVATED = register("access.user.deactivated", "an account was deactivated")

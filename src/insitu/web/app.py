@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI
 from insitu import __version__
 from insitu.access.api import router as access_router
 from insitu.access.permissions import Public
+from insitu.access.ratelimit import SlidingWindowLimiter
 from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
 from insitu.ingest.api import router as ingest_router
@@ -29,6 +30,7 @@ def create_app(platform: Platform) -> FastAPI:
         description="In-situ processing of de-identified medical imaging data.",
     )
     app.state.platform = platform
+    app.state.login_limiter = SlidingWindowLimiter(platform.settings.login_attempts_per_minute)
     api = APIRouter(prefix="/api/v1")
     api.include_router(health_router)
     api.include_router(access_router)
