@@ -195,3 +195,30 @@ def test_dicom_listen_refuses_bad_ae_titles_and_an_empty_allow_list(home: Path) 
     code, _, err = _invoke("dicom", "listen")
     assert code != 0
     assert "--calling-ae" in err
+
+
+def test_login_and_token_commands_against_a_live_server(live_server: dict[str, str]) -> None:
+    code, _, err = _invoke("user", "set-password", "res", "--password", "short")
+    assert code == 1
+    assert "at least 12" in err
+    assert _invoke("user", "set-password", "res", "--password", "a long enough secret")[0] == 0
+    result = runner.invoke(app, ["login", "--name", "res"], input="not the password\n")
+    assert result.exit_code == 1
+    assert "wrong account name or password" in result.stderr
+    result = runner.invoke(app, ["login", "--name", "res"], input="a long enough secret\n")
+    assert result.exit_code == 0, result.stderr
+    assert "as res (researcher)" in result.stdout
+    code, out, _ = _invoke("whoami", "--json")
+    assert json.loads(out)["name"] == "res"
+    code, out, _ = _invoke("token", "create", "--label", "job", "--expires-days", "3", "--json")
+    assert code == 0
+    created = json.loads(out)
+    tokens = json.loads(_invoke("token", "list", "--json")[1])
+    assert {t["label"] for t in tokens} >= {"job", "cli", "initial"}
+    job = next(t for t in tokens if t["label"] == "job")
+    assert _invoke("token", "revoke", str(job["id"]))[0] == 0
+    result = runner.invoke(app, ["login", "--token"], input=created["token"] + "\n")
+    assert result.exit_code == 1  # revoked just above
+    result = runner.invoke(app, ["login", "--token"], input=live_server["stew"] + "\n")
+    assert result.exit_code == 0
+    assert "as stew (steward)" in result.stdout

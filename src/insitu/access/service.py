@@ -263,7 +263,14 @@ def login_with_password(
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         _record_failure(session, user, now)
-        return LoginOutcome(None, WRONG_CREDENTIALS, user.locked_until)
+        if user.locked_until is not None and user.locked_until > now:
+            return LoginOutcome(
+                None,
+                f"{WRONG_CREDENTIALS}; after repeated failures the account is locked until "
+                f"{user.locked_until:%H:%M} UTC",
+                user.locked_until,
+            )
+        return LoginOutcome(None, WRONG_CREDENTIALS)
     user.failed_logins = 0
     user.locked_until = None
     if _hasher.check_needs_rehash(user.password_hash):
