@@ -21,6 +21,11 @@ EXPECTED = {
     ("GET", "/api/v1/tokens"): ("any",),
     ("POST", "/api/v1/tokens"): ("any",),
     ("DELETE", "/api/v1/tokens/{token_id}"): ("any",),
+    ("GET", "/api/v1/projects"): ("any",),
+    ("POST", "/api/v1/projects"): ("admin",),
+    ("GET", "/api/v1/projects/{name}"): ("any",),
+    ("POST", "/api/v1/projects/{name}/members"): ("any",),
+    ("DELETE", "/api/v1/projects/{name}/members/{user_name}"): ("any",),
     ("POST", "/api/v1/uploads"): ("steward",),
     ("GET", "/api/v1/ingest/batches/{batch_id}"): ("steward",),
     ("GET", "/api/v1/quarantine"): ("steward",),
@@ -59,7 +64,12 @@ def test_every_route_declares_its_permission(platform: Platform) -> None:
 
 def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = path.replace("{batch_id}", "1").replace("{token_id}", "1")
+    url = (
+        path.replace("{batch_id}", "1")
+        .replace("{token_id}", "1")
+        .replace("{name}", "p")
+        .replace("{user_name}", "u")
+    )
     if method == "POST":
         return int(client.post(url, content=b"x", headers=headers).status_code)
     if method == "DELETE":

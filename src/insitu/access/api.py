@@ -1,4 +1,4 @@
-"""Access routes: who am I, password login for a token, and the caller's own tokens."""
+"""Access routes: who am I, password login for a token, the caller's own tokens, projects."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from insitu.access import service
-from insitu.access.permissions import AnyUser, DbSession, Public, get_platform
+from insitu.access.models import Project
+from insitu.access.permissions import Admin, AnyUser, DbSession, Public, get_platform
 from insitu.access.ratelimit import SlidingWindowLimiter
 from insitu.core.platform import Platform
 from insitu.db import session_scope, utcnow
@@ -147,3 +148,106 @@ def revoke_token(token_id: int, principal: AnyUser, session: DbSession) -> None:
         service.revoke_token_by_id(session, principal, token_id)
     except service.AccessError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
+
+
+class ProjectInfo(BaseModel):
+    """A project and its members."""
+
+    name: str
+    title: str
+    idp_group: str | None
+    members: list[dict[str, str]]
+
+
+class NewProject(BaseModel):
+    """A project to create."""
+
+    name: str = Field(max_length=64)
+    title: str = Field(default="", max_length=200)
+    idp_group: str | None = Field(default=None, max_length=200)
+
+
+class Membership(BaseModel):
+    """A user to put in a project."""
+
+    user: str = Field(max_length=64)
+    role: str = Field(default="member", pattern="^(lead|member)$")
+
+
+def _project_info(session: DbSession, project: Project) -> ProjectInfo:
+    return ProjectInfo(
+        name=project.name,
+        title=project.title,
+        idp_group=project.idp_group,
+        members=[
+            {"user": name, "role": role.value}
+            for name, role in service.project_members(session, project)
+        ],
+    )
+
+
+def _visible_project(session: DbSession, principal: service.Principal, name: str) -> Project:
+    project = service.get_project(session, name)
+    # One answer for "missing" and "not yours", so names cannot be probed.
+    if project is None or not service.can_see_project(session, principal, project):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"no project {name!r} of yours")
+    return project
+
+
+def _managed_project(session: DbSession, principal: service.Principal, name: str) -> Project:
+    project = _visible_project(session, principal, name)
+    if not service.can_manage_project(session, principal, project):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"only admins and leads of {name!r} manage its members",
+        )
+    return project
+
+
+@router.get("/projects")
+def list_projects(principal: AnyUser, session: DbSession) -> list[ProjectInfo]:
+    """Your projects (admins: all)."""
+    return [_project_info(session, p) for p in service.list_projects(session, principal)]
+
+
+@router.post("/projects", status_code=status.HTTP_201_CREATED)
+def create_project(body: NewProject, principal: Admin, session: DbSession) -> ProjectInfo:
+    """Create a project (admins)."""
+    try:
+        project = service.create_project(
+            session, body.name, body.title, ledger.user_actor(principal.user_id), body.idp_group
+        )
+    except service.AccessError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    return _project_info(session, project)
+
+
+@router.get("/projects/{name}")
+def show_project(name: str, principal: AnyUser, session: DbSession) -> ProjectInfo:
+    """A project you belong to (admins: any)."""
+    return _project_info(session, _visible_project(session, principal, name))
+
+
+@router.post("/projects/{name}/members")
+def add_member(name: str, body: Membership, principal: AnyUser, session: DbSession) -> ProjectInfo:
+    """Put a user in the project, as lead or member (admins and the project's leads)."""
+    project = _managed_project(session, principal, name)
+    user = service.get_user(session, body.user)
+    if user is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"no user {body.user!r}")
+    service.add_member(session, project, user, body.role, ledger.user_actor(principal.user_id))
+    return _project_info(session, project)
+
+
+@router.delete("/projects/{name}/members/{user_name}")
+def remove_member(name: str, user_name: str, principal: AnyUser, session: DbSession) -> ProjectInfo:
+    """Take a user out of the project (admins and the project's leads)."""
+    project = _managed_project(session, principal, name)
+    user = service.get_user(session, user_name)
+    if user is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"no user {user_name!r}")
+    try:
+        service.remove_member(session, project, user, ledger.user_actor(principal.user_id))
+    except service.AccessError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    return _project_info(session, project)

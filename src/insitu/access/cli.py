@@ -189,6 +189,78 @@ def token_revoke(
     typer.echo(f"token {token_id} revoked")
 
 
+project_app = typer.Typer(help="Projects: named groups of users (client).", no_args_is_help=True)
+
+
+def _print_project(project: dict[str, object], json_output: bool) -> None:
+    if json_output:
+        emit_json(project)
+        return
+    typer.echo(f"{project['name']}  {project['title']}")
+    members = project["members"]
+    assert isinstance(members, list)  # noqa: S101 - the API's shape
+    for member in members:
+        typer.echo(f"  {member['user']} ({member['role']})")
+
+
+@project_app.command("list")
+def project_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Your projects (admins: all)."""
+    projects = api_get("/projects")
+    if json_output:
+        emit_json(projects)
+        return
+    for project in projects:
+        typer.echo(
+            f"{project['name']:<24} {len(project['members']):>3} members  {project['title']}"
+        )
+
+
+@project_app.command("create")
+def project_create(
+    name: Annotated[str, typer.Argument(help="Short name: a-z, 0-9, '.', '_', '-'.")],
+    title: Annotated[str, typer.Option(help="A descriptive title.")] = "",
+    idp_group: Annotated[
+        str | None, typer.Option(help="Identity-provider group whose members join at login.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a project (admins)."""
+    body = {"name": name, "title": title, "idp_group": idp_group}
+    _print_project(api_request("POST", "/projects", json_body=body), json_output)
+
+
+@project_app.command("show")
+def project_show(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A project and its members."""
+    _print_project(api_get(f"/projects/{name}"), json_output)
+
+
+@project_app.command("add-member")
+def project_add_member(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    user: Annotated[str, typer.Argument(help="Account name.")],
+    lead: Annotated[bool, typer.Option("--lead", help="Make them a lead.")] = False,
+) -> None:
+    """Put a user in a project (admins and the project's leads)."""
+    body = {"user": user, "role": "lead" if lead else "member"}
+    _print_project(api_request("POST", f"/projects/{name}/members", json_body=body), False)
+
+
+@project_app.command("remove-member")
+def project_remove_member(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    user: Annotated[str, typer.Argument(help="Account name.")],
+) -> None:
+    """Take a user out of a project (admins and the project's leads)."""
+    _print_project(api_request("DELETE", f"/projects/{name}/members/{user}"), False)
+
+
 def whoami(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -1,4 +1,4 @@
-"""Users, roles and personal API tokens."""
+"""Users, roles, personal API tokens and projects."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import ClassVar
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String
+from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from insitu.db import Base, UTCDateTime, utcnow
@@ -64,3 +64,38 @@ class ApiToken(Base):
     """UTC day (ISO) of the token's last login event: one ``access.login`` per token a day."""
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class ProjectRole(enum.StrEnum):
+    """A member's place in a project: leads manage the membership."""
+
+    lead = "lead"
+    member = "member"
+
+
+class Project(Base):
+    """A named group of users: a consortium, a lab, a challenge team."""
+
+    __tablename__ = "projects"
+    __ledger_audit__: ClassVar[frozenset[str]] = frozenset({"*"})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    idp_group: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    """An identity-provider group whose members join this project at login (OIDC)."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProjectMember(Base):
+    """One user in one project."""
+
+    __tablename__ = "project_members"
+    __table_args__ = (UniqueConstraint("project_id", "user_id"),)
+    __ledger_audit__: ClassVar[frozenset[str]] = frozenset({"*"})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[ProjectRole] = mapped_column(Enum(ProjectRole, native_enum=False, length=16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

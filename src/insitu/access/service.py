@@ -14,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from insitu.access.models import ApiToken, Role, User
+from insitu.access.models import ApiToken, Project, ProjectMember, ProjectRole, Role, User
 from insitu.db import utcnow
 from insitu.ledger import events
 from insitu.ledger import service as ledger
@@ -329,4 +329,130 @@ def revoke_token_by_id(session: Session, principal: Principal, token_id: int) ->
         actor=ledger.user_actor(principal.user_id),
         subject=f"token:{row.id}",
         payload={"user": ledger.user_actor(row.user_id)},
+    )
+
+
+# -- projects ------------------------------------------------------------------------------------
+
+_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+
+def create_project(
+    session: Session, name: str, title: str, actor: str, idp_group: str | None = None
+) -> Project:
+    """A new project (admins)."""
+    if not _PROJECT_RE.match(name):
+        raise AccessError(
+            f"project name {name!r} is not valid: use 2-64 characters a-z, 0-9, '.', '_', '-'"
+        )
+    if session.scalar(select(Project).where(Project.name == name)) is not None:
+        raise AccessError(f"project {name!r} already exists")
+    project = Project(name=name, title=title, idp_group=idp_group)
+    session.add(project)
+    session.flush()
+    ledger.record(
+        session,
+        events.PROJECT_CREATED,
+        actor=actor,
+        subject=f"project:{project.id}",
+        payload={"idp_group_mapped": idp_group is not None},
+    )
+    return project
+
+
+def get_project(session: Session, name: str) -> Project | None:
+    """The project with this name, if any."""
+    return session.scalar(select(Project).where(Project.name == name))
+
+
+def project_role(session: Session, project: Project, user_id: int) -> ProjectRole | None:
+    """A user's role in a project, or None when not a member."""
+    return session.scalar(
+        select(ProjectMember.role).where(
+            ProjectMember.project_id == project.id, ProjectMember.user_id == user_id
+        )
+    )
+
+
+def can_see_project(session: Session, principal: Principal, project: Project) -> bool:
+    """Admins see every project; others only their own."""
+    return (
+        principal.role == Role.admin
+        or project_role(session, project, principal.user_id) is not None
+    )
+
+
+def can_manage_project(session: Session, principal: Principal, project: Project) -> bool:
+    """Admins and the project's leads manage its membership."""
+    return (
+        principal.role == Role.admin
+        or project_role(session, project, principal.user_id) == ProjectRole.lead
+    )
+
+
+def list_projects(session: Session, principal: Principal) -> list[Project]:
+    """The projects a caller may see."""
+    statement = select(Project).order_by(Project.name)
+    if principal.role != Role.admin:
+        statement = statement.join(ProjectMember, ProjectMember.project_id == Project.id).where(
+            ProjectMember.user_id == principal.user_id
+        )
+    return list(session.scalars(statement))
+
+
+def project_members(session: Session, project: Project) -> list[tuple[str, ProjectRole]]:
+    """(user name, role) of a project's members."""
+    rows = session.execute(
+        select(User.name, ProjectMember.role)
+        .join(ProjectMember, ProjectMember.user_id == User.id)
+        .where(ProjectMember.project_id == project.id)
+        .order_by(User.name)
+    ).all()
+    return [(str(name), ProjectRole(role)) for name, role in rows]
+
+
+def add_member(
+    session: Session, project: Project, user: User, role: ProjectRole | str, actor: str
+) -> None:
+    """Put a user in a project with a role (or change their role)."""
+    try:
+        role = ProjectRole(role)
+    except ValueError:
+        raise AccessError(f"project role {role!r} is not one of: lead, member") from None
+    member = session.scalar(
+        select(ProjectMember).where(
+            ProjectMember.project_id == project.id, ProjectMember.user_id == user.id
+        )
+    )
+    if member is not None and member.role == role:
+        return
+    if member is None:
+        session.add(ProjectMember(project_id=project.id, user_id=user.id, role=role))
+    else:
+        member.role = role
+    ledger.record(
+        session,
+        events.PROJECT_MEMBER_ADDED,
+        actor=actor,
+        subject=f"project:{project.id}",
+        payload={"user": ledger.user_actor(user.id), "role": role.value},
+    )
+
+
+def remove_member(session: Session, project: Project, user: User, actor: str) -> None:
+    """Take a user out of a project."""
+    member = session.scalar(
+        select(ProjectMember).where(
+            ProjectMember.project_id == project.id, ProjectMember.user_id == user.id
+        )
+    )
+    if member is None:
+        raise AccessError(f"{user.name} is not in project {project.name}")
+    session.delete(member)
+    ledger.record(
+        session,
+        events.PROJECT_MEMBER_REMOVED,
+        actor=actor,
+        subject=f"project:{project.id}",
+        payload={"user": ledger.user_actor(user.id)},
     )

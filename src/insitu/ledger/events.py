@@ -49,4 +49,9 @@ ACCESS_ROLE_CHANGED = register("access.user.role_changed", "an account's role ch
 ACCESS_USER_DEACTIVATED = register("access.user.deactivated", "an account was deactivated")
 ACCESS_TOKEN_CREATED = register("access.token.created", "an API token was issued")
 ACCESS_TOKEN_REVOKED = register("access.token.revoked", "an API token was revoked")
+PROJECT_CREATED = register("access.project.created", "a project was created")
+PROJECT_MEMBER_ADDED = register(
+    "access.project.member_added", "a user joined a project (or changed role in it)"
+)
+PROJECT_MEMBER_REMOVED = register("access.project.member_removed", "a user left a project")
 LEDGER_WITNESS_REGISTERED = register("ledger.witness.registered", "a witness key was registered")
