@@ -222,3 +222,21 @@ def test_login_and_token_commands_against_a_live_server(live_server: dict[str, s
     result = runner.invoke(app, ["login", "--token"], input=live_server["stew"] + "\n")
     assert result.exit_code == 0
     assert "as stew (steward)" in result.stdout
+
+
+def test_project_commands_against_a_live_server(
+    live_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INSITU_TOKEN", live_server["admin"])
+    code, out, _ = _invoke("project", "create", "lab-1", "--title", "A lab", "--json")
+    assert code == 0
+    assert json.loads(out)["name"] == "lab-1"
+    assert _invoke("project", "add-member", "lab-1", "res", "--lead")[0] == 0
+    code, out, _ = _invoke("project", "show", "lab-1")
+    assert "res (lead)" in out
+    monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
+    code, _, err = _invoke("project", "show", "lab-1")
+    assert code == 1
+    assert "403" in err
+    code, out, _ = _invoke("project", "list", "--json")
+    assert json.loads(out) == []
