@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql dcmtk)
+APT_PACKAGES=(postgresql dcmtk chromium)  # chromium: the web UI tests drive it
 # `make bench` also wants GDCM's gdcmanon as a baseline.
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(libgdcm-tools openssl)
 PYTHON=${PYTHON:-python3}

@@ -16,6 +16,10 @@ from tests.factories import encode, minimal_dataset, user_token
 # fails otherwise), and gets the refusal tests for free.
 EXPECTED = {
     ("GET", "/api/v1/health"): ("public",),
+    ("GET", "/"): ("public",),
+    ("GET", "/login"): ("public",),
+    ("POST", "/login"): ("public",),
+    ("POST", "/logout"): ("any",),
     ("GET", "/api/v1/whoami"): ("any",),
     ("POST", "/api/v1/auth/token"): ("public",),
     ("GET", "/api/v1/tokens"): ("any",),

@@ -3,14 +3,22 @@
 A route either depends on ``require(...)`` (an authenticated principal with one of the roles)
 or on ``public`` (no login needed). ``tests/access/test_routes.py`` walks the app and fails for
 any route that declares neither, so a new route cannot forget.
+
+Credentials are a bearer token (CLI, jobs) or the browser's session cookie, which holds a
+short-lived token of its own. Cookie-authenticated requests that change something must carry
+the CSRF token (``X-CSRF-Token`` header or ``csrf_token`` form field): an HMAC of the session
+token with the deployment secret, so another site can neither read nor forge it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -21,6 +29,10 @@ from insitu.core.platform import Platform
 from insitu.db import session_scope
 
 PERMISSION_MARKER = "__insitu_permission__"
+SESSION_COOKIE = "insitu_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _bearer = HTTPBearer(auto_error=False, description="A personal API token: `insitu_...`")
 
 
@@ -40,15 +52,44 @@ DbSession = Annotated[Session, Depends(get_session)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    if credentials is None:
+def csrf_token_for(platform: Platform, session_token: str) -> str:
+    """The CSRF token that goes with a browser session."""
+    return hmac.new(
+        platform.settings.secret_bytes(), b"csrf:" + session_token.encode(), hashlib.sha256
+    ).hexdigest()
+
+
+async def _check_csrf(request: Request, platform: Platform, session_token: str) -> None:
+    sent = request.headers.get(CSRF_HEADER)
+    content_type = request.headers.get("content-type", "")
+    if sent is None and content_type.startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        field = (await request.form()).get(CSRF_FIELD)
+        sent = field if isinstance(field, str) else None
+    if sent is None or not hmac.compare_digest(sent, csrf_token_for(platform, session_token)):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="CSRF token missing or wrong: reload the page and try again",
+        )
+
+
+def _session_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The bearer token, else the session cookie's; '' when there is neither."""
+    if credentials is not None:
+        return credentials.credentials
+    return request.cookies.get(SESSION_COOKIE, "")
+
+
+def _authenticate(session: Session, token: str) -> Principal:
+    if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="login required: send 'Authorization: Bearer <token>' with a personal API "
             "token (insitu user add prints one)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = authenticate_token(session, credentials.credentials)
+    principal = authenticate_token(session, token)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -58,19 +99,27 @@ def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | 
     return principal
 
 
-def require(*roles: Role) -> Callable[..., Principal]:
+def _record_login(platform: Platform, principal: Principal) -> None:
+    with session_scope(platform.sessions) as login_session:
+        record_login(login_session, principal)
+
+
+def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting authenticated users with one of ``roles`` (any role if none)."""
     allowed = frozenset(roles)
 
-    def dependency(
+    async def dependency(
+        request: Request,
         session: DbSession,
         credentials: Credentials,
         platform: Annotated[Platform, Depends(get_platform)],
     ) -> Principal:
-        principal = _authenticate(session, credentials)
+        token = _session_token(request, credentials)
+        if credentials is None and token and request.method in UNSAFE_METHODS:
+            await _check_csrf(request, platform, token)
+        principal = await run_in_threadpool(_authenticate, session, token)
         if principal.login_due:
-            with session_scope(platform.sessions) as login_session:
-                record_login(login_session, principal)
+            await run_in_threadpool(_record_login, platform, principal)
         if allowed and principal.role not in allowed:
             needed = " or ".join(sorted(r.value for r in allowed))
             raise HTTPException(

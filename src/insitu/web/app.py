@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from insitu import __version__
 from insitu.access.api import router as access_router
 from insitu.access.permissions import Public
 from insitu.access.ratelimit import SlidingWindowLimiter
+from insitu.access.web import router as access_pages
 from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
 from insitu.ingest.api import router as ingest_router
 from insitu.ledger.api import router as ledger_router
+from insitu.web.pages import router as pages_router
+from insitu.web.render import STATIC
 
 health_router = APIRouter(tags=["health"])
 
@@ -38,4 +42,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(catalog_router)
     api.include_router(ledger_router)
     app.include_router(api)
+    app.include_router(pages_router)
+    app.include_router(access_pages)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
