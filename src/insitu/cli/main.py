@@ -144,9 +144,12 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
             if name in accounts:
                 continue
             user = access.get_user(session, name) or access.create_user(session, name, role)
+            password = f"insitu-demo-{name}"  # demo only: printed in demo-accounts.json
+            access.set_password(session, user, password, ledger.HOST_ACTOR)
             accounts[name] = {
                 "role": role.value,
                 "token": access.issue_token(session, user, "demo"),
+                "password": password,
             }
     fd = os.open(accounts_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -184,8 +187,8 @@ def demo(
 ) -> None:
     """init + synthetic sample data + demo accounts + serve (what `make run` starts).
 
-    Demo tokens are in $INSITU_HOME/demo-accounts.json; this machine's CLI is logged in as
-    the demo researcher."""
+    Demo tokens and passwords (for http://HOST:PORT/login) are in
+    $INSITU_HOME/demo-accounts.json; this machine's CLI is logged in as the demo researcher."""
     settings = settings_or_fail(demo=True)
     platform, info = prepare_demo(settings)
     accounts = info["accounts"]
