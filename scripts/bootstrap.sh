@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql dcmtk chromium)  # chromium: the web UI tests drive it
+# chromium: the web UI tests drive it; nodejs + npm: the tests' OpenID provider (oidc-provider).
+APT_PACKAGES=(postgresql dcmtk chromium)
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 # `make bench` also wants GDCM's gdcmanon as a baseline.
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(libgdcm-tools openssl)
 PYTHON=${PYTHON:-python3}
@@ -32,4 +34,10 @@ if [ ! -f .stamps/pip ] || [ pyproject.toml -nt .stamps/pip ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[dev]'
   touch .stamps/pip
+fi
+if [ ! -f .stamps/npm ] || [ tests/oidc/package-lock.json -nt .stamps/npm ] \
+    || [ ! -d tests/oidc/node_modules ]; then
+  echo "bootstrap: installing the tests' OpenID provider (npm ci in tests/oidc)"
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+  touch .stamps/npm
 fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -173,13 +174,13 @@ def seaweedfs_s3() -> Iterator[S3Server]:
 
 
 @contextlib.contextmanager
-def live_app(platform: Any) -> Iterator[str]:
+def live_app(platform: Any, port: int | None = None) -> Iterator[str]:
     """The insitu app served by a real uvicorn on a loopback port; yields its base URL."""
     import uvicorn
 
     from insitu.web.app import create_app
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -191,3 +192,48 @@ def live_app(platform: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+OIDC_DIR = Path(__file__).parent / "oidc"
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """A running oidc-provider and the client registered in it."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+
+
+@contextlib.contextmanager
+def oidc_provider(
+    redirect_uri: str, accounts: dict[str, dict[str, list[str]]]
+) -> Iterator[OidcProvider]:
+    """panva/oidc-provider (npm, run with the machine's Node.js) on a loopback port."""
+    if shutil.which("node") is None or not (OIDC_DIR / "node_modules").is_dir():
+        raise RuntimeError(
+            "Node.js or tests/oidc/node_modules is missing: run ./scripts/bootstrap.sh"
+        )
+    port = free_port()
+    provider = OidcProvider(f"http://127.0.0.1:{port}", "insitu-tests", "client-secret-for-tests")
+    env = {
+        **os.environ,
+        "OIDC_PORT": str(port),
+        "OIDC_CLIENT_ID": provider.client_id,
+        "OIDC_CLIENT_SECRET": provider.client_secret,
+        "OIDC_REDIRECT_URI": redirect_uri,
+        "OIDC_ACCOUNTS": json.dumps(accounts),
+    }
+    process = subprocess.Popen(
+        ["node", str(OIDC_DIR / "provider.mjs")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port)
+        yield provider
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

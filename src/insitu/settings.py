@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     tmp_dir: Path | None = None
     """Where uploads are spooled while they are de-identified; kept outside ``home``."""
+    oidc_issuer: str = ""
+    """OpenID provider (e.g. a Keycloak realm URL); empty turns OIDC sign-in off."""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_scopes: str = "openid profile"
+    oidc_roles_claim: str = "realm_access.roles"
+    """Dotted path of the claim listing the user's roles (Keycloak realm roles by default;
+    client roles: ``resource_access.<client>.roles``)."""
+    oidc_groups_claim: str = "groups"
+    oidc_role_map: str = ""
+    """``idp-role=insitu-role`` pairs, comma-separated; unmapped claim values that are insitu
+    role names count as themselves."""
+    oidc_default_role: str = ""
+    """Role for users whose token names no insitu role; empty refuses them."""
     login_attempts_per_minute: int = 10
     """Password logins accepted per client address and minute (then 429)."""
     ledger_origin: str = ""

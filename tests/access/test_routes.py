@@ -20,6 +20,8 @@ EXPECTED = {
     ("GET", "/login"): ("public",),
     ("POST", "/login"): ("public",),
     ("POST", "/logout"): ("any",),
+    ("GET", "/login/oidc"): ("public",),
+    ("GET", "/login/oidc/callback"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
     ("POST", "/api/v1/auth/token"): ("public",),
     ("GET", "/api/v1/tokens"): ("any",),

@@ -33,6 +33,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    idp_subject: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    """The OpenID provider's ``iss`` + ``sub`` for accounts that sign in with OIDC."""
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     """argon2id hash; None for accounts that log in only with tokens or OIDC."""
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -456,3 +457,49 @@ def remove_member(session: Session, project: Project, user: User, actor: str) ->
         subject=f"project:{project.id}",
         payload={"user": ledger.user_actor(user.id)},
     )
+
+
+# -- single sign-on --------------------------------------------------------------------------
+
+
+def _free_name(session: Session, wanted: str) -> str:
+    base = re.sub(r"[^a-z0-9._-]", "-", wanted.lower()).strip("-._") or "user"
+    if not base[0].isalpha():
+        base = "u-" + base
+    base = base[:56]
+    name = base if len(base) > 1 else base + "-1"
+    suffix = 1
+    while get_user(session, name) is not None:
+        suffix += 1
+        name = f"{base}-{suffix}"
+    return name
+
+
+def sso_login(
+    session: Session, subject: str, username: str, role: Role, groups: Sequence[str]
+) -> User:
+    """Sign in an identity-provider user: created on first login, role refreshed each time,
+    projects mapped from groups kept in step. Everything goes to the ledger."""
+    user = session.scalar(select(User).where(User.idp_subject == subject))
+    if user is None:
+        user = create_user(session, _free_name(session, username), role, actor=ledger.HOST_ACTOR)
+        user.idp_subject = subject
+    elif not user.active:
+        raise AccessError("this account is deactivated: ask an admin")
+    else:
+        set_role(session, user, role, actor=ledger.HOST_ACTOR)
+    mapped = session.scalars(select(Project).where(Project.idp_group.is_not(None))).all()
+    for project in mapped:
+        current = project_role(session, project, user.id)
+        if project.idp_group in groups and current is None:
+            add_member(session, project, user, ProjectRole.member, ledger.HOST_ACTOR)
+        elif project.idp_group not in groups and current == ProjectRole.member:
+            remove_member(session, project, user, ledger.HOST_ACTOR)
+    ledger.record(
+        session,
+        events.ACCESS_LOGIN,
+        actor=ledger.user_actor(user.id),
+        subject=ledger.user_actor(user.id),
+        payload={"method": "oidc"},
+    )
+    return user

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from insitu.access import service
+from insitu.access import oidc, service
 from insitu.access.permissions import (
     SESSION_COOKIE,
     AnyUser,
@@ -62,10 +62,17 @@ def _login_page(
     status_code: int = status.HTTP_200_OK,
 ) -> HTMLResponse:
     login_csrf = secrets.token_urlsafe(32)
+    platform: Platform = request.app.state.platform
     response = templates(request).TemplateResponse(
         request,
         "login.html",
-        {"login_csrf": login_csrf, "next": next_path, "error": error, "name": name},
+        {
+            "login_csrf": login_csrf,
+            "next": next_path,
+            "error": error,
+            "name": name,
+            "oidc": oidc.enabled(platform.settings),
+        },
         status_code=status_code,
     )
     response.set_cookie(
@@ -121,18 +128,93 @@ async def login_submit(
         return _login_page(
             request, next_path=next_path, name=name, error=result.refusal, status_code=code
         )
+    response = _signed_in(request, result, next_path)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+def _signed_in(request: Request, session_token: str, next_path: str) -> Response:
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         SESSION_COOKIE,
-        result,
+        session_token,
         httponly=True,
         samesite="lax",
         secure=_secure(request),
         max_age=int(SESSION_LIFETIME.total_seconds()),
         path="/",
     )
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
+
+
+@router.get("/login/oidc", dependencies=[Public], response_model=None)
+async def oidc_begin(
+    request: Request,
+    platform: PlatformDep,
+    next: str | None = None,
+) -> Response:
+    """Go to the institution's identity provider (authorization code flow with PKCE)."""
+    settings = platform.settings
+    if not oidc.enabled(settings):
+        return _login_page(
+            request,
+            next_path=safe_next(next),
+            error="Single sign-on is not configured here.",
+            status_code=status.HTTP_404_NOT_FOUND,
+        )
+    callback = str(request.url_for("oidc_callback"))
+    try:
+        url, cookie = await run_in_threadpool(oidc.begin, settings, callback, safe_next(next))
+    except oidc.OidcError as exc:
+        return _login_page(request, next_path=safe_next(next), error=str(exc), status_code=502)
+    response = RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+    response.set_cookie(
+        oidc.STATE_COOKIE,
+        cookie,
+        httponly=True,
+        samesite="lax",  # it must come back with the provider's top-level redirect
+        secure=_secure(request),
+        max_age=oidc.STATE_LIFETIME_SECONDS,
+        path="/login/oidc",
+    )
+    return response
+
+
+@router.get("/login/oidc/callback", dependencies=[Public], response_model=None)
+async def oidc_callback(
+    request: Request,
+    platform: PlatformDep,
+    state: str | None = None,
+    code: str | None = None,
+) -> Response:
+    """Back from the identity provider: verify, sign in (creating the account on first use)."""
+    settings = platform.settings
+    cookie = request.cookies.get(oidc.STATE_COOKIE)
+    try:
+        identity, next_path = await run_in_threadpool(oidc.finish, settings, cookie, state, code)
+        session_token = await run_in_threadpool(_sso_sign_in, platform, identity)
+    except (oidc.OidcError, service.AccessError) as exc:
+        response: Response = _login_page(
+            request, next_path="/", error=str(exc), status_code=status.HTTP_403_FORBIDDEN
+        )
+    else:
+        response = _signed_in(request, session_token, safe_next(next_path))
+    response.delete_cookie(oidc.STATE_COOKIE, path="/login/oidc")  # one use only
+    return response
+
+
+def _sso_sign_in(platform: Platform, identity: oidc.Identity) -> str:
+    with session_scope(platform.sessions) as session:
+        user = service.sso_login(
+            session, identity.subject, identity.username, identity.role, identity.groups
+        )
+        return service.issue_token(
+            session,
+            user,
+            "browser",
+            utcnow() + SESSION_LIFETIME,
+            actor=ledger.user_actor(user.id),
+        )
 
 
 def _sign_in(platform: Platform, name: str, password: str) -> str | service.LoginOutcome:
