@@ -104,7 +104,7 @@ def test_alg_none_is_refused(oidc_settings: Settings) -> None:
         oidc.verify_id_token(oidc_settings, unsigned, "n-1")
 
 
-def test_state_cookies_are_signed_and_expire(oidc_settings: Settings) -> None:
+def test_state_cookies_are_signed_and_bound_to_their_state(oidc_settings: Settings) -> None:
     url, cookie = oidc.begin(oidc_settings, "https://insitu.example/login/oidc/callback", "/x")
     assert "code_challenge_method=S256" in url
     with pytest.raises(oidc.OidcError, match="not ours"):
