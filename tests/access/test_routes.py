@@ -143,3 +143,58 @@ def test_public_routes_and_docs(client: TestClient) -> None:
     assert client.get("/api/v1/health").json()["status"] == "ok"
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/docs").status_code == 200
+
+
+# Routes that address one object by id or name in their path: who owns it decides. Each entry
+# says how to make the object as its owner and what the owner gets; another user of the same
+# role must get 403 and change nothing. Objects that are not owned by a user (ingest batches:
+# the stewards' shared work) are listed in NOT_OWNED. A new route with a path parameter must be
+# added to one of the two.
+NOT_OWNED = {("GET", "/api/v1/ingest/batches/{batch_id}")}
+OWNED: dict[tuple[str, str], int] = {
+    ("DELETE", "/api/v1/tokens/{token_id}"): 204,
+    ("GET", "/api/v1/projects/{name}"): 200,
+    ("POST", "/api/v1/projects/{name}/members"): 200,
+    ("DELETE", "/api/v1/projects/{name}/members/{user_name}"): 200,
+}
+
+
+def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> None:
+    with_parameters = {key for key in _routes(platform) if "{" in key[1]}
+    assert with_parameters == set(OWNED) | NOT_OWNED
+
+
+def _owned_object(
+    platform: Platform, client: TestClient, owner: dict[str, str], admin: dict[str, str]
+) -> dict[str, str]:
+    """A token and a project led by ``owner``, with a member to remove."""
+    token_id = client.get("/api/v1/tokens", headers=owner).json()[0]["id"]
+    client.post("/api/v1/projects", json={"name": "owned"}, headers=admin)
+    client.post(
+        "/api/v1/projects/owned/members", json={"user": "owner", "role": "lead"}, headers=admin
+    )
+    client.post("/api/v1/projects/owned/members", json={"user": "third"}, headers=admin)
+    return {"token_id": str(token_id), "name": "owned", "user_name": "third"}
+
+
+@pytest.mark.parametrize(("method", "path"), list(OWNED))
+def test_the_owner_may_and_another_user_may_not(
+    platform: Platform, client: TestClient, method: str, path: str
+) -> None:
+    admin = {"Authorization": f"Bearer {user_token(platform, 'root', 'admin')}"}
+    owner = {"Authorization": f"Bearer {user_token(platform, 'owner', 'researcher')}"}
+    other = {"Authorization": f"Bearer {user_token(platform, 'other', 'researcher')}"}
+    user_token(platform, "third", "researcher")
+    values = _owned_object(platform, client, owner, admin)
+    url = path
+    for key, value in values.items():
+        url = url.replace("{" + key + "}", value)
+    body = {"user": "other"} if method == "POST" else None
+
+    def call(headers: dict[str, str]) -> int:
+        return int(client.request(method, url, json=body, headers=headers).status_code)
+
+    before = client.get("/api/v1/projects/owned", headers=admin).json()
+    assert call(other) == 403
+    assert client.get("/api/v1/projects/owned", headers=admin).json() == before
+    assert call(owner) == OWNED[(method, path)]
