@@ -20,6 +20,7 @@ EXPECTED = {
     ("GET", "/login"): ("public",),
     ("POST", "/login"): ("public",),
     ("POST", "/logout"): ("any",),
+    ("GET", "/metrics"): ("admin",),
     ("GET", "/login/oidc"): ("public",),
     ("GET", "/login/oidc/callback"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
@@ -198,3 +199,11 @@ def test_the_owner_may_and_another_user_may_not(
     assert call(other) == 403
     assert client.get("/api/v1/projects/owned", headers=admin).json() == before
     assert call(owner) == OWNED[(method, path)]
+
+
+def test_metrics_are_for_admins(platform: Platform, client: TestClient) -> None:
+    admin = {"Authorization": f"Bearer {user_token(platform, 'ops', 'admin')}"}
+    answer = client.get("/metrics", headers=admin)
+    assert answer.status_code == 200
+    assert "insitu_ledger_entries 3.0" in answer.text  # account, token, this first login
+    assert 'insitu_catalog_objects{kind="instances"} 0.0' in answer.text

@@ -14,6 +14,7 @@ from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
 from insitu.ingest.api import router as ingest_router
 from insitu.ledger.api import router as ledger_router
+from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
 from insitu.web.render import STATIC
 
@@ -43,6 +44,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(ledger_router)
     app.include_router(api)
     app.include_router(pages_router)
+    app.include_router(metrics_router)
     app.include_router(access_pages)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
