@@ -121,3 +121,12 @@ def test_a_user_without_an_insitu_role_is_refused(site: Site, page: Any) -> None
     expect(page.get_by_role("alert")).to_contain_text("no insitu role")
     with session_scope(site.platform.sessions) as session:
         assert session.scalars(select(User).where(User.name == "norole")).first() is None
+
+
+def test_next_cannot_send_an_oidc_sign_in_off_site(site: Site, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(site.url + "/login/oidc?next=//evil.example/steal")
+    _sign_in_at_the_provider(page, "olga")
+    expect(page.get_by_role("heading", name="Welcome, olga")).to_be_visible()
+    assert page.url == site.url + "/"
