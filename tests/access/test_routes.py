@@ -21,6 +21,7 @@ EXPECTED = {
     ("POST", "/login"): ("public",),
     ("POST", "/logout"): ("any",),
     ("GET", "/metrics"): ("admin",),
+    ("GET", "/api/v1/audit/access-log"): ("admin", "auditor"),
     ("GET", "/login/oidc"): ("public",),
     ("GET", "/login/oidc/callback"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
@@ -207,3 +208,14 @@ def test_metrics_are_for_admins(platform: Platform, client: TestClient) -> None:
     assert answer.status_code == 200
     assert "insitu_ledger_entries 3.0" in answer.text  # account, token, this first login
     assert 'insitu_catalog_objects{kind="instances"} 0.0' in answer.text
+
+
+def test_auditors_read_the_access_log_with_names(platform: Platform, client: TestClient) -> None:
+    auditor = {"Authorization": f"Bearer {user_token(platform, 'audra', 'auditor')}"}
+    log = client.get("/api/v1/audit/access-log", headers=auditor).json()
+    assert [(e["type"], e["subject_name"]) for e in log[:2]] == [
+        ("access.user.created", "audra"),
+        ("access.token.created", "token:1"),
+    ]
+    assert log[2]["type"] == "access.login"
+    assert log[2]["actor_name"] == "audra"

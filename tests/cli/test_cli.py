@@ -240,3 +240,17 @@ def test_project_commands_against_a_live_server(
     assert "403" in err
     code, out, _ = _invoke("project", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_audit_access_log_command(
+    live_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INSITU_TOKEN", live_server["admin"])
+    code, out, _ = _invoke("audit", "access-log", "--json")
+    assert code == 0
+    names = {e["subject_name"] for e in json.loads(out)}
+    assert {"admin", "stew", "res"} <= names
+    monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
+    code, _, err = _invoke("audit", "access-log")
+    assert code == 1
+    assert "403" in err

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
 from insitu.access import service
-from insitu.access.models import Project
-from insitu.access.permissions import Admin, AnyUser, DbSession, Public, get_platform
+from insitu.access.models import Project, Role
+from insitu.access.permissions import Admin, AnyUser, DbSession, Public, get_platform, require
 from insitu.access.ratelimit import SlidingWindowLimiter
 from insitu.core.platform import Platform
 from insitu.db import session_scope, utcnow
@@ -251,3 +252,39 @@ def remove_member(name: str, user_name: str, principal: AnyUser, session: DbSess
     except service.AccessError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     return _project_info(session, project)
+
+
+Auditor = Annotated[service.Principal, Depends(require(Role.auditor, Role.admin))]
+_USER_ID = re.compile(r"^user:(\d+)$")
+
+
+@router.get("/audit/access-log")
+def access_log(
+    _principal: Auditor,
+    session: DbSession,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, object]]:
+    """Sign-ins, failed sign-ins, lockouts, account, token and project changes, with the
+    pseudonymous ids of the public ledger resolved to account names (auditors and admins)."""
+    entries = ledger.list_entries(session, start, limit, type_prefix="access.")
+    ids = {
+        int(match.group(1))
+        for entry in entries
+        for value in (entry.actor, entry.subject)
+        if (match := _USER_ID.match(value))
+    }
+    names = service.user_names(session, ids)
+
+    def who(value: str) -> str:
+        match = _USER_ID.match(value)
+        return names.get(int(match.group(1)), value) if match else value
+
+    return [
+        {
+            **ledger.entry_as_dict(entry),
+            "actor_name": who(entry.actor),
+            "subject_name": who(entry.subject),
+        }
+        for entry in entries
+    ]

@@ -261,6 +261,29 @@ def project_remove_member(
     _print_project(api_request("DELETE", f"/projects/{name}/members/{user}"), False)
 
 
+audit_app = typer.Typer(
+    help="What auditors read inside the platform (client).", no_args_is_help=True
+)
+
+
+@audit_app.command("access-log")
+def audit_access_log(
+    start: Annotated[int, typer.Option(min=0, help="First ledger index.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many entries.")] = 100,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Sign-ins, failures, lockouts and account changes, with account names (auditor, admin)."""
+    entries = api_get("/audit/access-log", {"start": start, "limit": limit})
+    if json_output:
+        emit_json(entries)
+        return
+    for entry in entries:
+        typer.echo(
+            f"{entry['index']:>7}  {entry['time']}  {entry['type']:<28} "
+            f"{entry['actor_name']} -> {entry['subject_name']}"
+        )
+
+
 def whoami(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -12,7 +12,7 @@ import typer
 
 from insitu import __version__
 from insitu.access import service as access
-from insitu.access.cli import login, project_app, token_app, user_app, whoami
+from insitu.access.cli import audit_app, login, project_app, token_app, user_app, whoami
 from insitu.access.models import Role
 from insitu.catalog.cli import catalog_app
 from insitu.cli.common import (
@@ -51,6 +51,7 @@ app.command("whoami")(whoami)
 app.command("login")(login)
 app.add_typer(token_app, name="token")
 app.add_typer(project_app, name="project")
+app.add_typer(audit_app, name="audit")
 
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:

@@ -192,16 +192,14 @@ def entry_hash(entry: LedgerEntry) -> bytes:
     )
 
 
-def list_entries(session: Session, start: int, limit: int) -> list[LedgerEntry]:
-    """Entries from ``start`` on, in order."""
-    return list(
-        session.scalars(
-            select(LedgerEntry)
-            .where(LedgerEntry.index >= start)
-            .order_by(LedgerEntry.index)
-            .limit(limit)
-        )
-    )
+def list_entries(
+    session: Session, start: int, limit: int, type_prefix: str | None = None
+) -> list[LedgerEntry]:
+    """Entries from ``start`` on, in order (only types starting with ``type_prefix``)."""
+    statement = select(LedgerEntry).where(LedgerEntry.index >= start)
+    if type_prefix:
+        statement = statement.where(LedgerEntry.event_type.startswith(type_prefix, autoescape=True))
+    return list(session.scalars(statement.order_by(LedgerEntry.index).limit(limit)))
 
 
 def entry_as_dict(entry: LedgerEntry) -> dict[str, Any]:
