@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,12 @@ def test_steward_uploads_a_file_and_a_zip_and_finds_them(
 ) -> None:
     token = user_token(platform, "stew", "steward")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
-    spool_dir = Path(tempfile.gettempdir())
+    # A spool folder of this test's own: uploads of tests running beside it stay out of it.
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    platform.settings.tmp_dir = spool_dir
     before = set(spool_dir.glob("insitu-upload-*"))
+    assert before == set()
     single = client.post(
         "/api/v1/uploads?site=SITE-B",
         content=encode(minimal_dataset(Modality="MR"), pixels=bytes(64)),
