@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -49,8 +49,26 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+def _set_cookie(
+    request: Request,
+    response: Response,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    path: str,
+    samesite: Literal["lax", "strict"] = "lax",
+) -> None:
+    """Every cookie of ours: HttpOnly, SameSite, Secure whenever the request came over TLS."""
+    response.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite=samesite,
+        secure=request.url.scheme == "https",
+        max_age=max_age,
+        path=path,
+    )
 
 
 def _login_page(
@@ -75,14 +93,14 @@ def _login_page(
         },
         status_code=status_code,
     )
-    response.set_cookie(
+    _set_cookie(
+        request,
+        response,
         LOGIN_CSRF_COOKIE,
         login_csrf,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
         max_age=3600,
         path="/login",
+        samesite="strict",
     )
     return response
 
@@ -135,15 +153,8 @@ async def login_submit(
 
 def _signed_in(request: Request, session_token: str, next_path: str) -> Response:
     response = RedirectResponse(next_path, status_code=status.HTTP_303_SEE_OTHER)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_token,
-        httponly=True,
-        samesite="lax",
-        secure=_secure(request),
-        max_age=int(SESSION_LIFETIME.total_seconds()),
-        path="/",
-    )
+    lifetime = int(SESSION_LIFETIME.total_seconds())
+    _set_cookie(request, response, SESSION_COOKIE, session_token, max_age=lifetime, path="/")
     return response
 
 
@@ -168,12 +179,12 @@ async def oidc_begin(
     except oidc.OidcError as exc:
         return _login_page(request, next_path=safe_next(next), error=str(exc), status_code=502)
     response = RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
-    response.set_cookie(
+    # Lax: it must come back with the provider's top-level redirect to the callback.
+    _set_cookie(
+        request,
+        response,
         oidc.STATE_COOKIE,
         cookie,
-        httponly=True,
-        samesite="lax",  # it must come back with the provider's top-level redirect
-        secure=_secure(request),
         max_age=oidc.STATE_LIFETIME_SECONDS,
         path="/login/oidc",
     )
