@@ -118,8 +118,9 @@ def import_all_models() -> None:
     """Import every domain's models so that ``Base.metadata`` is complete."""
     from insitu.access import models as _access
     from insitu.catalog import models as _catalog
+    from insitu.datasets import models as _datasets
     from insitu.ingest import models as _ingest
     from insitu.ledger import guard as _guard
     from insitu.ledger import models as _ledger
 
-    del _access, _catalog, _ingest, _guard, _ledger
+    del _access, _catalog, _datasets, _ingest, _guard, _ledger

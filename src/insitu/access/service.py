@@ -511,3 +511,11 @@ def user_names(session: Session, user_ids: set[int]) -> dict[int, str]:
         return {}
     rows = session.execute(select(User.id, User.name).where(User.id.in_(user_ids))).all()
     return {int(user_id): str(name) for user_id, name in rows}
+
+
+def project_ids_of(session: Session, user_id: int) -> set[int]:
+    """Ids of the projects a user belongs to."""
+    rows = session.scalars(
+        select(ProjectMember.project_id).where(ProjectMember.user_id == user_id)
+    ).all()
+    return {int(project_id) for project_id in rows}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -278,3 +279,126 @@ def iter_batch_instances(session: Session, batch_id: int) -> Iterator[tuple[str,
     )
     for uid, digest in rows:
         yield str(uid), str(digest)
+
+
+@dataclass(frozen=True)
+class SelectionCriteria:
+    """What a dataset is built from: catalogue fields and clinical criteria (all optional)."""
+
+    modality: str | None = None
+    body_part: str | None = None
+    manufacturer: str | None = None
+    study_date_from: str | None = None
+    study_date_to: str | None = None
+    diagnosis: str | None = None
+    age_min: int | None = None
+    age_max: int | None = None
+
+
+def _clinical_match(data: Mapping[str, Any] | None, criteria: SelectionCriteria) -> bool:
+    clinical = data or {}
+    if criteria.diagnosis is not None:
+        diagnosis = clinical.get("diagnosis")
+        if not isinstance(diagnosis, str) or diagnosis.lower() != criteria.diagnosis.lower():
+            return False
+    if criteria.age_min is not None or criteria.age_max is not None:
+        try:
+            age = int(clinical["age"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if criteria.age_min is not None and age < criteria.age_min:
+            return False
+        if criteria.age_max is not None and age > criteria.age_max:
+            return False
+    return True
+
+
+def select_series(session: Session, criteria: SelectionCriteria) -> list[int]:
+    """Ids of the series matching the criteria (clinical criteria on each subject's record)."""
+    query = SeriesQuery(
+        modality=criteria.modality,
+        body_part=criteria.body_part,
+        manufacturer=criteria.manufacturer,
+        study_date_from=criteria.study_date_from,
+        study_date_to=criteria.study_date_to,
+    )
+    matching = _series_select(query).subquery()
+    rows = session.execute(
+        select(matching.c.id, ClinicalRecord.data)
+        .select_from(matching)
+        .join(Series, Series.id == matching.c.id)
+        .join(Study, Study.id == Series.study_id)
+        .outerjoin(ClinicalRecord, ClinicalRecord.subject_id == Study.subject_id)
+        .order_by(matching.c.id)
+    ).all()
+    return [int(series_id) for series_id, data in rows if _clinical_match(data, criteria)]
+
+
+def series_ids_for_uids(session: Session, uids: Sequence[str]) -> dict[str, int]:
+    """Catalogue ids of the given Series Instance UIDs (unknown ones are left out)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(uids), 500):
+        chunk = list(uids[start : start + 500])
+        rows = session.execute(
+            select(Series.series_instance_uid, Series.id).where(
+                Series.series_instance_uid.in_(chunk)
+            )
+        ).all()
+        found.update({str(uid): int(series_id) for uid, series_id in rows})
+    return found
+
+
+def content_of_series(session: Session, series_ids: Sequence[int]) -> Iterator[str]:
+    """The content a dataset's hash covers, as sorted text lines, without reading any image:
+    each instance's SOP Instance UID and blob digest, then each subject's clinical record."""
+    instances = session.execute(
+        select(Instance.sop_instance_uid, Instance.blob_digest)
+        .where(Instance.series_id.in_(list(series_ids)))
+        .order_by(Instance.sop_instance_uid)
+        .execution_options(yield_per=10_000)
+    )
+    for uid, digest in instances:
+        yield f"instance {uid} {digest}"
+    clinical = session.execute(
+        select(Subject.pseudonym, ClinicalRecord.data)
+        .join(ClinicalRecord, ClinicalRecord.subject_id == Subject.id)
+        .where(
+            Subject.id.in_(
+                select(Study.subject_id)
+                .join(Series, Series.study_id == Study.id)
+                .where(Series.id.in_(list(series_ids)))
+            )
+        )
+        .order_by(Subject.pseudonym)
+    )
+    for pseudonym, data in clinical:
+        yield f"clinical {pseudonym} {json.dumps(data, sort_keys=True, separators=(',', ':'))}"
+
+
+def provenance_of_series(session: Session, series_ids: Sequence[int]) -> dict[str, Any]:
+    """Sites and de-identification options of the instances in the series, and totals."""
+    sites = session.scalars(
+        select(Subject.site)
+        .join(Study, Study.subject_id == Subject.id)
+        .join(Series, Series.study_id == Study.id)
+        .where(Series.id.in_(list(series_ids)))
+        .distinct()
+        .order_by(Subject.site)
+    ).all()
+    options = session.scalars(
+        select(Instance.deid_options)
+        .where(Instance.series_id.in_(list(series_ids)))
+        .distinct()
+        .order_by(Instance.deid_options)
+    ).all()
+    instances, size = session.execute(
+        select(func.count(Instance.id), func.coalesce(func.sum(Instance.size), 0)).where(
+            Instance.series_id.in_(list(series_ids))
+        )
+    ).one()
+    return {
+        "sites": list(sites),
+        "deid_options": list(options),
+        "instances": int(instances),
+        "bytes": int(size),
+    }

@@ -32,7 +32,7 @@ def register(name: str, description: str) -> EventType:
 
 
 # What exists now. Later domains register theirs (dataset.*, job.*, session.*, release.*) in
-# their own events module, imported by ``insitu.db.import_all_models``.
+# their service module (``register`` at import time).
 INGEST_BATCH_STARTED = register("ingest.batch.started", "an ingest batch began")
 INGEST_BATCH_FINISHED = register(
     "ingest.batch.finished", "an ingest batch ended: its counts and the hash of its manifest"

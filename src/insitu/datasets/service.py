@@ -1,0 +1,445 @@
+"""Dataset service: create from the catalogue, lifecycle, stewards, grants, terms, and the one
+decision of who may use a dataset (``can_use_dataset``). Functions never commit; each change
+is written with its ledger event in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from insitu.access import service as access
+from insitu.catalog import service as catalog
+from insitu.datasets.models import (
+    Dataset,
+    DatasetGrant,
+    DatasetSeries,
+    DatasetState,
+    DatasetSteward,
+    TermsAcceptance,
+    Tier,
+)
+from insitu.db import utcnow
+from insitu.ledger import events
+from insitu.ledger import service as ledger
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+DATASET_CREATED = events.register("dataset.created", "a draft dataset was created")
+DATASET_UPDATED = events.register("dataset.updated", "a draft dataset's metadata changed")
+DATASET_RELEASED = events.register(
+    "dataset.released", "a dataset version was frozen, with its content hash"
+)
+DATASET_PUBLISHED = events.register("dataset.published", "a dataset version's metadata went public")
+DATASET_INVALIDATED = events.register("dataset.invalidated", "a dataset version became unusable")
+DATASET_CORRUPTED = events.register(
+    "dataset.corrupted", "a dataset's stored content no longer matches its release hash"
+)
+DATASET_STEWARD_ADDED = events.register("dataset.steward_added", "a dataset got another steward")
+DATASET_GRANTED = events.register("dataset.granted", "the use of a dataset was granted")
+DATASET_REVOKED = events.register("dataset.revoked", "a grant of a dataset was revoked")
+DATASET_TERMS_ACCEPTED = events.register(
+    "dataset.terms_accepted", "a user accepted a dataset's terms of use"
+)
+
+
+class DatasetError(ValueError):
+    """A dataset request that cannot be fulfilled, with the reason."""
+
+
+@dataclass(frozen=True)
+class DatasetMetadata:
+    """What a steward says about a dataset."""
+
+    title: str
+    description: str = ""
+    authors: tuple[str, ...] = ()
+    license: str = ""
+    purpose: str = ""
+    terms: str = ""
+    tier: Tier = Tier.real
+
+
+def _subject(dataset: Dataset) -> str:
+    return f"dataset:{dataset.id}"
+
+
+def create_dataset(
+    session: Session,
+    name: str,
+    metadata: DatasetMetadata,
+    creator_id: int,
+    *,
+    criteria: catalog.SelectionCriteria | None = None,
+    series_uids: Sequence[str] | None = None,
+) -> Dataset:
+    """A draft dataset from a catalogue query or an explicit list of series. Only references
+    are written: no image byte is read or copied."""
+    if not _NAME_RE.match(name):
+        raise DatasetError(
+            f"dataset name {name!r} is not valid: use 2-64 characters a-z, 0-9, '.', '_', '-'"
+        )
+    if session.scalar(select(Dataset.id).where(Dataset.name == name).limit(1)) is not None:
+        raise DatasetError(f"dataset {name!r} exists: make a new version of it instead")
+    if (criteria is None) == (series_uids is None):
+        raise DatasetError("give either catalogue criteria or a list of series, not both")
+    if series_uids is not None:
+        found = catalog.series_ids_for_uids(session, list(series_uids))
+        missing = [uid for uid in series_uids if uid not in found]
+        if missing:
+            raise DatasetError(f"{len(missing)} series are not in the catalogue, e.g. {missing[0]}")
+        series_ids = sorted(set(found.values()))
+        selection: dict[str, object] = {"series": len(series_ids), "kind": "explicit list"}
+    else:
+        assert criteria is not None  # noqa: S101 - checked above
+        series_ids = catalog.select_series(session, criteria)
+        selection = {
+            "kind": "catalogue query",
+            **{k: v for k, v in vars(criteria).items() if v is not None},
+        }
+    if not series_ids:
+        raise DatasetError("no catalogued series match: the dataset would be empty")
+    dataset = Dataset(
+        name=name,
+        version=1,
+        title=metadata.title,
+        description=metadata.description,
+        authors=list(metadata.authors),
+        license=metadata.license,
+        purpose=metadata.purpose,
+        terms=metadata.terms,
+        tier=metadata.tier,
+        state=DatasetState.draft,
+        provenance=catalog.provenance_of_series(session, series_ids),
+        selection=selection,
+        created_by=creator_id,
+    )
+    session.add(dataset)
+    session.flush()
+    _attach(session, dataset, series_ids)
+    session.add(DatasetSteward(dataset_id=dataset.id, user_id=creator_id))
+    ledger.record(
+        session,
+        DATASET_CREATED,
+        actor=ledger.user_actor(creator_id),
+        subject=_subject(dataset),
+        payload={"series": len(series_ids), "tier": metadata.tier.value, "version": 1},
+    )
+    return dataset
+
+
+def _attach(session: Session, dataset: Dataset, series_ids: Sequence[int]) -> None:
+    if series_ids:
+        session.execute(
+            insert(DatasetSeries),
+            [{"dataset_id": dataset.id, "series_id": s} for s in series_ids],
+        )
+
+
+def series_of(session: Session, dataset: Dataset) -> list[int]:
+    """The catalogue series ids of a dataset version."""
+    return list(
+        session.scalars(
+            select(DatasetSeries.series_id)
+            .where(DatasetSeries.dataset_id == dataset.id)
+            .order_by(DatasetSeries.series_id)
+        )
+    )
+
+
+def is_steward(session: Session, dataset: Dataset, user_id: int) -> bool:
+    """Whether a user is one of the dataset's stewards."""
+    return (
+        session.scalar(
+            select(DatasetSteward.id).where(
+                DatasetSteward.dataset_id == dataset.id, DatasetSteward.user_id == user_id
+            )
+        )
+        is not None
+    )
+
+
+def _require_steward(session: Session, dataset: Dataset, user_id: int) -> None:
+    if not is_steward(session, dataset, user_id):
+        raise DatasetError(f"only the stewards of {dataset.name} may do that")
+
+
+def update_metadata(
+    session: Session, dataset: Dataset, metadata: DatasetMetadata, actor_id: int
+) -> None:
+    """Change a draft's metadata (released content and metadata are frozen)."""
+    _require_steward(session, dataset, actor_id)
+    if dataset.state != DatasetState.draft:
+        raise DatasetError(
+            f"{dataset.name} v{dataset.version} is {dataset.state.value}: make a new version "
+            "to change it"
+        )
+    dataset.title = metadata.title
+    dataset.description = metadata.description
+    dataset.authors = list(metadata.authors)
+    dataset.license = metadata.license
+    dataset.purpose = metadata.purpose
+    dataset.terms = metadata.terms
+    ledger.record(
+        session, DATASET_UPDATED, actor=ledger.user_actor(actor_id), subject=_subject(dataset)
+    )
+
+
+def add_steward(session: Session, dataset: Dataset, user_id: int, actor_id: int) -> None:
+    """Another steward for the dataset (by one of its stewards)."""
+    _require_steward(session, dataset, actor_id)
+    if is_steward(session, dataset, user_id):
+        return
+    session.add(DatasetSteward(dataset_id=dataset.id, user_id=user_id))
+    ledger.record(
+        session,
+        DATASET_STEWARD_ADDED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"user": ledger.user_actor(user_id)},
+    )
+
+
+def content_hash(session: Session, dataset: Dataset) -> str:
+    """SHA-256 over the sorted instance digests and clinical rows: no image byte is read."""
+    digest = hashlib.sha256()
+    for line in catalog.content_of_series(session, series_of(session, dataset)):
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def release(session: Session, dataset: Dataset, actor_id: int) -> str:
+    """Freeze a draft: its content hash is computed and kept."""
+    _require_steward(session, dataset, actor_id)
+    if dataset.state != DatasetState.draft:
+        raise DatasetError(f"only a draft can be released; {dataset.name} is {dataset.state}")
+    dataset.content_hash = content_hash(session, dataset)
+    dataset.state = DatasetState.released
+    dataset.released_at = utcnow()
+    ledger.record(
+        session,
+        DATASET_RELEASED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"content_sha256": dataset.content_hash, "version": dataset.version},
+    )
+    return dataset.content_hash
+
+
+def publish(session: Session, dataset: Dataset, actor_id: int) -> None:
+    """Make a released version's metadata public."""
+    _require_steward(session, dataset, actor_id)
+    if dataset.state != DatasetState.released:
+        raise DatasetError(
+            f"only a released version can be published; {dataset.name} is {dataset.state}"
+        )
+    dataset.state = DatasetState.published
+    ledger.record(
+        session, DATASET_PUBLISHED, actor=ledger.user_actor(actor_id), subject=_subject(dataset)
+    )
+
+
+def invalidate(session: Session, dataset: Dataset, reason: str, actor_id: int | None) -> None:
+    """Make a version unusable for good; its landing page will say why."""
+    if actor_id is not None:
+        _require_steward(session, dataset, actor_id)
+    if not reason.strip():
+        raise DatasetError("invalidating a dataset needs a reason")
+    if dataset.state == DatasetState.invalidated:
+        return
+    dataset.state = DatasetState.invalidated
+    dataset.invalidated_reason = reason.strip()
+    ledger.record(
+        session,
+        DATASET_INVALIDATED,
+        actor=ledger.user_actor(actor_id) if actor_id is not None else ledger.HOST_ACTOR,
+        subject=_subject(dataset),
+        payload={"reason": reason.strip()},
+    )
+
+
+def mark_corrupted(session: Session, dataset: Dataset, detail: str) -> None:
+    """Record that an integrity check failed: the version can no longer be used."""
+    if dataset.corrupted:
+        return
+    dataset.corrupted = True
+    ledger.record(
+        session,
+        DATASET_CORRUPTED,
+        actor=ledger.HOST_ACTOR,
+        subject=_subject(dataset),
+        payload={"detail": detail},
+    )
+
+
+def new_version(session: Session, dataset: Dataset, actor_id: int) -> Dataset:
+    """A draft that starts as a copy of a released version and links back to it."""
+    _require_steward(session, dataset, actor_id)
+    if dataset.state == DatasetState.draft:
+        raise DatasetError(f"{dataset.name} v{dataset.version} is still a draft: edit it")
+    latest = session.scalar(select(func.max(Dataset.version)).where(Dataset.name == dataset.name))
+    draft = Dataset(
+        name=dataset.name,
+        version=int(latest or dataset.version) + 1,
+        previous_id=dataset.id,
+        title=dataset.title,
+        description=dataset.description,
+        authors=list(dataset.authors),
+        license=dataset.license,
+        purpose=dataset.purpose,
+        terms=dataset.terms,
+        tier=dataset.tier,
+        state=DatasetState.draft,
+        provenance=dict(dataset.provenance),
+        selection={**dataset.selection, "from_version": dataset.version},
+        created_by=actor_id,
+    )
+    session.add(draft)
+    session.flush()
+    _attach(session, draft, series_of(session, dataset))
+    stewards = session.scalars(
+        select(DatasetSteward.user_id).where(DatasetSteward.dataset_id == dataset.id)
+    ).all()
+    session.add_all(DatasetSteward(dataset_id=draft.id, user_id=u) for u in stewards)
+    ledger.record(
+        session,
+        DATASET_CREATED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(draft),
+        payload={"version": draft.version, "previous": _subject(dataset)},
+    )
+    return draft
+
+
+# -- who may use a dataset -------------------------------------------------------------------
+
+
+def grant(
+    session: Session,
+    dataset: Dataset,
+    actor_id: int,
+    *,
+    user_id: int | None = None,
+    project_id: int | None = None,
+    until: dt.datetime | None = None,
+) -> DatasetGrant:
+    """Grant the use of a dataset to a user or a project (by one of its stewards)."""
+    _require_steward(session, dataset, actor_id)
+    if (user_id is None) == (project_id is None):
+        raise DatasetError("grant to a user or to a project")
+    row = DatasetGrant(dataset_id=dataset.id, user_id=user_id, project_id=project_id, until=until)
+    session.add(row)
+    session.flush()
+    grantee = ledger.user_actor(user_id) if user_id is not None else f"project:{project_id}"
+    ledger.record(
+        session,
+        DATASET_GRANTED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"grant": row.id, "to": grantee, "until": until.isoformat() if until else None},
+    )
+    return row
+
+
+def revoke(session: Session, dataset: Dataset, grant_id: int, actor_id: int) -> None:
+    """Revoke a grant (by one of the dataset's stewards)."""
+    _require_steward(session, dataset, actor_id)
+    row = session.get(DatasetGrant, grant_id)
+    if row is None or row.dataset_id != dataset.id:
+        raise DatasetError(f"no grant {grant_id} on {dataset.name}")
+    if row.revoked_at is not None:
+        return
+    row.revoked_at = utcnow()
+    ledger.record(
+        session,
+        DATASET_REVOKED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"grant": row.id},
+    )
+
+
+def accept_terms(session: Session, dataset: Dataset, user_id: int) -> None:
+    """Record that a user accepted the dataset's terms (once)."""
+    exists = session.scalar(
+        select(TermsAcceptance.id).where(
+            TermsAcceptance.dataset_id == dataset.id, TermsAcceptance.user_id == user_id
+        )
+    )
+    if exists is not None:
+        return
+    session.add(TermsAcceptance(dataset_id=dataset.id, user_id=user_id))
+    ledger.record(
+        session,
+        DATASET_TERMS_ACCEPTED,
+        actor=ledger.user_actor(user_id),
+        subject=_subject(dataset),
+    )
+
+
+@dataclass(frozen=True)
+class UseDecision:
+    """Whether a user may use a dataset now, and if not, why."""
+
+    allowed: bool
+    reason: str = ""
+
+
+def can_use_dataset(
+    session: Session, user_id: int, dataset: Dataset, now: dt.datetime | None = None
+) -> UseDecision:
+    """The one place that decides whether ``user_id`` may use ``dataset`` (jobs, sessions and
+    the explorer all ask here). Refuses drafts, invalidated or corrupted versions, missing or
+    expired grants, and terms not yet accepted."""
+    now = now or utcnow()
+    if dataset.state == DatasetState.draft:
+        return UseDecision(False, "the dataset is a draft: it must be released first")
+    if dataset.state == DatasetState.invalidated:
+        return UseDecision(False, f"the dataset was invalidated: {dataset.invalidated_reason}")
+    if dataset.corrupted:
+        return UseDecision(False, "the dataset failed its integrity check: ask its stewards")
+    user = access.get_user_by_id(session, user_id)
+    if user is None or not user.active:
+        return UseDecision(False, "no such active account")
+    projects = access.project_ids_of(session, user_id)
+    grants = session.scalars(
+        select(DatasetGrant).where(
+            DatasetGrant.dataset_id == dataset.id, DatasetGrant.revoked_at.is_(None)
+        )
+    ).all()
+    live = [
+        g
+        for g in grants
+        if (g.user_id == user_id or (g.project_id is not None and g.project_id in projects))
+        and (g.until is None or g.until > now)
+    ]
+    if not live:
+        expired = any(
+            g.until is not None and g.until <= now
+            for g in grants
+            if g.user_id == user_id or g.project_id in projects
+        )
+        return UseDecision(
+            False, "your grant has expired" if expired else "you have no grant for this dataset"
+        )
+    accepted = session.scalar(
+        select(TermsAcceptance.id).where(
+            TermsAcceptance.dataset_id == dataset.id, TermsAcceptance.user_id == user_id
+        )
+    )
+    if accepted is None:
+        return UseDecision(False, "accept the dataset's terms of use first")
+    return UseDecision(True)
+
+
+def get_dataset(session: Session, name: str, version: int | None = None) -> Dataset | None:
+    """A dataset version by name (the newest when no version is given)."""
+    statement = select(Dataset).where(Dataset.name == name)
+    if version is not None:
+        statement = statement.where(Dataset.version == version)
+    return session.scalars(statement.order_by(Dataset.version.desc()).limit(1)).first()

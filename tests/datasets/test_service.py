@@ -1,0 +1,210 @@
+"""Datasets on a real database: creation from the catalogue, lifecycle, and who may use them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from insitu.access import service as access
+from insitu.access.models import ProjectRole, Role
+from insitu.catalog.models import Series
+from insitu.catalog.service import SelectionCriteria
+from insitu.core.platform import Platform
+from insitu.datasets import service as datasets
+from insitu.datasets.models import Dataset, DatasetState, Tier
+from insitu.db import session_scope, utcnow
+from insitu.ingest import service as ingest
+from insitu.ingest.clinical import ClinicalMapping
+from insitu.ingest.corpus import CLINICAL_MAPPING_TOML, generate_corpus, write_clinical
+from insitu.ingest.deid.table import Options
+from insitu.ingest.sources import iter_sources
+from insitu.ledger import service as ledger
+from insitu.ledger.models import LedgerEntry
+
+META = datasets.DatasetMetadata(
+    title="Lung CT", authors=("Site A",), license="CC-BY-4.0", tier=Tier.synthetic
+)
+
+
+@dataclass
+class World:
+    platform: Platform
+    steward: int
+    researcher: int
+    outsider: int
+
+
+@pytest.fixture
+def world(platform: Platform, tmp_path: Path) -> World:
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=3, ct_slices=2, mr_slices=1, rows=16, columns=16
+    )
+    clinical = write_clinical(corpus, tmp_path / "clinical.csv")
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(CLINICAL_MAPPING_TOML)
+    ingest.ingest(
+        platform,
+        iter_sources([corpus.root]),
+        site="SITE-A",
+        options=Options.parse(""),
+        clinical=(clinical, ClinicalMapping.load(mapping)),
+    )
+    with session_scope(platform.sessions) as session:
+        ids = [
+            access.create_user(session, name, role).id
+            for name, role in (
+                ("stella", Role.steward),
+                ("rex", Role.researcher),
+                ("otto", Role.researcher),
+            )
+        ]
+    return World(platform, *ids)
+
+
+def _create(
+    world: World,
+    name: str = "lung-ct",
+    criteria: SelectionCriteria | None = None,
+    series_uids: list[str] | None = None,
+) -> int:
+    if criteria is None and series_uids is None:
+        criteria = SelectionCriteria(modality="CT")
+    with session_scope(world.platform.sessions) as session:
+        return datasets.create_dataset(
+            session, name, META, world.steward, criteria=criteria, series_uids=series_uids
+        ).id
+
+
+def _get(session: Session, dataset_id: int) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    assert dataset is not None
+    return dataset
+
+
+def test_create_from_a_query_or_a_list_records_references_and_provenance(world: World) -> None:
+    dataset_id = _create(world)
+    with session_scope(world.platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        assert dataset.state == DatasetState.draft
+        assert len(datasets.series_of(session, dataset)) == 3  # one CT series per subject
+        assert dataset.provenance["sites"] == ["SITE-A"]
+        assert dataset.provenance["instances"] == 6
+        assert dataset.selection == {"kind": "catalogue query", "modality": "CT"}
+        uids = list(session.scalars(select(Series.series_instance_uid).limit(2)))
+    listed = _create(world, "two-series", series_uids=uids)
+    with session_scope(world.platform.sessions) as session:
+        assert len(datasets.series_of(session, _get(session, listed))) == 2
+        with pytest.raises(datasets.DatasetError, match="not in the catalogue"):
+            datasets.create_dataset(session, "bad", META, world.steward, series_uids=["1.2.3.4.5"])
+        with pytest.raises(datasets.DatasetError, match="exists"):
+            datasets.create_dataset(
+                session, "lung-ct", META, world.steward, criteria=SelectionCriteria()
+            )
+
+
+def test_clinical_criteria_select_subjects(world: World) -> None:
+    with session_scope(world.platform.sessions) as session:
+        older = datasets.create_dataset(
+            session, "older", META, world.steward, criteria=SelectionCriteria(age_min=56)
+        )
+        assert older.provenance["instances"] == 6  # two of three subjects, 3 instances each
+        with pytest.raises(datasets.DatasetError, match="empty"):
+            datasets.create_dataset(
+                session,
+                "none",
+                META,
+                world.steward,
+                criteria=SelectionCriteria(diagnosis="melanoma"),
+            )
+
+
+def test_lifecycle_and_its_illegal_moves(world: World) -> None:
+    dataset_id = _create(world)
+    with session_scope(world.platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        with pytest.raises(datasets.DatasetError, match="only a released version"):
+            datasets.publish(session, dataset, world.steward)
+        with pytest.raises(datasets.DatasetError, match="stewards"):
+            datasets.release(session, dataset, world.researcher)
+        content = datasets.release(session, dataset, world.steward)
+        assert content == datasets.content_hash(session, dataset)
+        with pytest.raises(datasets.DatasetError, match="new version"):
+            datasets.update_metadata(session, dataset, META, world.steward)
+        datasets.publish(session, dataset, world.steward)
+        assert dataset.state == DatasetState.published
+        with pytest.raises(datasets.DatasetError, match="reason"):
+            datasets.invalidate(session, dataset, "  ", world.steward)
+        following = datasets.new_version(session, dataset, world.steward)
+        assert (following.version, following.previous_id) == (2, dataset.id)
+        assert following.state == DatasetState.draft
+        assert datasets.series_of(session, following) == datasets.series_of(session, dataset)
+        datasets.invalidate(session, dataset, "withdrawal", world.steward)
+        assert dataset.invalidated_reason == "withdrawal"
+        kinds = [
+            e.event_type
+            for e in session.scalars(select(LedgerEntry).order_by(LedgerEntry.index))
+            if e.event_type.startswith("dataset.")
+        ]
+    assert kinds == [
+        "dataset.created",
+        "dataset.released",
+        "dataset.published",
+        "dataset.created",
+        "dataset.invalidated",
+    ]
+
+
+def test_can_use_dataset_is_the_one_decision(world: World) -> None:
+    dataset_id = _create(world)
+    platform = world.platform
+    with session_scope(platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        decision = datasets.can_use_dataset(session, world.researcher, dataset)
+        assert (decision.allowed, decision.reason) == (
+            False,
+            "the dataset is a draft: it must be released first",
+        )
+        datasets.release(session, dataset, world.steward)
+        assert "no grant" in datasets.can_use_dataset(session, world.researcher, dataset).reason
+        until = utcnow() + dt.timedelta(days=1)
+        row = datasets.grant(session, dataset, world.steward, user_id=world.researcher, until=until)
+        assert "terms" in datasets.can_use_dataset(session, world.researcher, dataset).reason
+        datasets.accept_terms(session, dataset, world.researcher)
+        assert datasets.can_use_dataset(session, world.researcher, dataset).allowed
+        later = until + dt.timedelta(seconds=1)
+        expired = datasets.can_use_dataset(session, world.researcher, dataset, now=later)
+        assert expired.reason == "your grant has expired"
+        datasets.revoke(session, dataset, row.id, world.steward)
+        assert not datasets.can_use_dataset(session, world.researcher, dataset).allowed
+        # Through a project instead.
+        project = access.create_project(session, "team", "", ledger.HOST_ACTOR)
+        outsider = access.get_user_by_id(session, world.outsider)
+        assert outsider is not None
+        access.add_member(session, project, outsider, ProjectRole.member, ledger.HOST_ACTOR)
+        datasets.grant(session, dataset, world.steward, project_id=project.id)
+        datasets.accept_terms(session, dataset, world.outsider)
+        assert datasets.can_use_dataset(session, world.outsider, dataset).allowed
+        datasets.mark_corrupted(session, dataset, "blob changed")
+        assert "integrity" in datasets.can_use_dataset(session, world.outsider, dataset).reason
+        datasets.invalidate(session, dataset, "superseded", world.steward)
+        assert (
+            "invalidated: superseded"
+            in datasets.can_use_dataset(session, world.outsider, dataset).reason
+        )
+
+
+def test_only_stewards_grant_and_a_grant_names_one_grantee(world: World) -> None:
+    dataset_id = _create(world)
+    with session_scope(world.platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        with pytest.raises(datasets.DatasetError, match="stewards"):
+            datasets.grant(session, dataset, world.researcher, user_id=world.researcher)
+        with pytest.raises(datasets.DatasetError, match="user or to a project"):
+            datasets.grant(session, dataset, world.steward)
+        datasets.add_steward(session, dataset, world.outsider, world.steward)
+        datasets.grant(session, dataset, world.outsider, user_id=world.researcher)
