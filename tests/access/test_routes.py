@@ -7,8 +7,15 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from insitu.access import service as access
 from insitu.access.permissions import iter_api_routes, route_permission
+from insitu.catalog.service import SelectionCriteria
 from insitu.core.platform import Platform
+from insitu.datasets import service as datasets
+from insitu.db import session_scope
+from insitu.ingest import service as ingest
+from insitu.ingest.deid.table import Options
+from insitu.ingest.sources import SourceItem
 from insitu.web.app import create_app
 from tests.factories import encode, minimal_dataset, user_token
 
@@ -22,6 +29,17 @@ EXPECTED = {
     ("POST", "/logout"): ("any",),
     ("GET", "/metrics"): ("admin",),
     ("GET", "/api/v1/audit/access-log"): ("admin", "auditor"),
+    ("GET", "/api/v1/datasets"): ("any",),
+    ("POST", "/api/v1/datasets"): ("steward",),
+    ("GET", "/api/v1/datasets/{name}"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/release"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/publish"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/invalidate"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/new-version"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/grants"): ("any",),
+    ("DELETE", "/api/v1/datasets/{name}/grants/{grant_id}"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/terms"): ("any",),
+    ("GET", "/api/v1/datasets/{name}/use"): ("any",),
     ("GET", "/login/oidc"): ("public",),
     ("GET", "/login/oidc/callback"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
@@ -75,6 +93,7 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
     url = (
         path.replace("{batch_id}", "1")
         .replace("{token_id}", "1")
+        .replace("{grant_id}", "1")
         .replace("{name}", "p")
         .replace("{user_name}", "u")
     )
@@ -158,6 +177,21 @@ OWNED: dict[tuple[str, str], int] = {
     ("GET", "/api/v1/projects/{name}"): 200,
     ("POST", "/api/v1/projects/{name}/members"): 200,
     ("DELETE", "/api/v1/projects/{name}/members/{user_name}"): 200,
+    # The dataset "owned" is a draft that the owner stewards.
+    ("GET", "/api/v1/datasets/{name}"): 200,
+    ("POST", "/api/v1/datasets/{name}/release"): 200,
+    ("POST", "/api/v1/datasets/{name}/publish"): 409,  # a draft: release it first
+    ("POST", "/api/v1/datasets/{name}/invalidate"): 200,
+    ("POST", "/api/v1/datasets/{name}/new-version"): 409,  # a draft: edit it instead
+    ("POST", "/api/v1/datasets/{name}/grants"): 201,
+    ("DELETE", "/api/v1/datasets/{name}/grants/{grant_id}"): 204,
+    ("POST", "/api/v1/datasets/{name}/terms"): 200,
+    ("GET", "/api/v1/datasets/{name}/use"): 200,
+}
+BODIES: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
+    ("POST", "/api/v1/datasets/{name}/invalidate"): {"reason": "test"},
+    ("POST", "/api/v1/datasets/{name}/grants"): {"user": "third"},
 }
 
 
@@ -169,14 +203,39 @@ def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> 
 def _owned_object(
     platform: Platform, client: TestClient, owner: dict[str, str], admin: dict[str, str]
 ) -> dict[str, str]:
-    """A token and a project led by ``owner``, with a member to remove."""
+    """A token, a project led by ``owner`` with a member to remove, and a draft dataset
+    stewarded by ``owner`` with a grant to revoke."""
     token_id = client.get("/api/v1/tokens", headers=owner).json()[0]["id"]
     client.post("/api/v1/projects", json={"name": "owned"}, headers=admin)
     client.post(
         "/api/v1/projects/owned/members", json={"user": "owner", "role": "lead"}, headers=admin
     )
     client.post("/api/v1/projects/owned/members", json={"user": "third"}, headers=admin)
-    return {"token_id": str(token_id), "name": "owned", "user_name": "third"}
+    ingest.ingest(
+        platform,
+        [SourceItem("one.dcm", data=encode(minimal_dataset(), pixels=bytes(64)))],
+        site="SITE",
+        options=Options.parse(""),
+    )
+    with session_scope(platform.sessions) as session:
+        owner_user = access.get_user(session, "owner")
+        third = access.get_user(session, "third")
+        assert owner_user is not None
+        assert third is not None
+        dataset = datasets.create_dataset(
+            session,
+            "owned",
+            datasets.DatasetMetadata(title="Owned"),
+            owner_user.id,
+            criteria=SelectionCriteria(),
+        )
+        grant_id = datasets.grant(session, dataset, owner_user.id, user_id=third.id).id
+    return {
+        "token_id": str(token_id),
+        "name": "owned",
+        "user_name": "third",
+        "grant_id": str(grant_id),
+    }
 
 
 @pytest.mark.parametrize(("method", "path"), list(OWNED))
@@ -191,7 +250,7 @@ def test_the_owner_may_and_another_user_may_not(
     url = path
     for key, value in values.items():
         url = url.replace("{" + key + "}", value)
-    body = {"user": "other"} if method == "POST" else None
+    body = BODIES.get((method, path))
 
     def call(headers: dict[str, str]) -> int:
         return int(client.request(method, url, json=body, headers=headers).status_code)

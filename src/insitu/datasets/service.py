@@ -364,6 +364,74 @@ def revoke(session: Session, dataset: Dataset, grant_id: int, actor_id: int) -> 
     )
 
 
+def revoke_grantee(
+    session: Session,
+    dataset: Dataset,
+    actor_id: int,
+    *,
+    user_id: int | None = None,
+    project_id: int | None = None,
+) -> int:
+    """Revoke every live grant of the dataset to a user or a project; how many."""
+    rows = session.scalars(
+        select(DatasetGrant.id).where(
+            DatasetGrant.dataset_id == dataset.id,
+            DatasetGrant.revoked_at.is_(None),
+            DatasetGrant.user_id == user_id
+            if user_id is not None
+            else DatasetGrant.project_id == project_id,
+        )
+    ).all()
+    for grant_id in rows:
+        revoke(session, dataset, grant_id, actor_id)
+    return len(rows)
+
+
+def grants_of(session: Session, dataset: Dataset) -> list[DatasetGrant]:
+    """A dataset version's grants, newest first."""
+    return list(
+        session.scalars(
+            select(DatasetGrant)
+            .where(DatasetGrant.dataset_id == dataset.id)
+            .order_by(DatasetGrant.id.desc())
+        )
+    )
+
+
+def can_see_dataset(session: Session, user_id: int, dataset: Dataset) -> bool:
+    """Published metadata is for everyone; unpublished for the stewards and grantees only."""
+    if dataset.state == DatasetState.published or is_steward(session, dataset, user_id):
+        return True
+    projects = access.project_ids_of(session, user_id)
+    return any(
+        g.revoked_at is None and (g.user_id == user_id or g.project_id in projects)
+        for g in grants_of(session, dataset)
+    )
+
+
+def visible_datasets(session: Session, user_id: int, limit: int, offset: int) -> list[Dataset]:
+    """The newest-first dataset versions a user may see."""
+    projects = access.project_ids_of(session, user_id)
+    granted = select(DatasetGrant.dataset_id).where(
+        DatasetGrant.revoked_at.is_(None),
+        (DatasetGrant.user_id == user_id) | DatasetGrant.project_id.in_(projects or {-1}),
+    )
+    stewarded = select(DatasetSteward.dataset_id).where(DatasetSteward.user_id == user_id)
+    return list(
+        session.scalars(
+            select(Dataset)
+            .where(
+                (Dataset.state == DatasetState.published)
+                | Dataset.id.in_(granted)
+                | Dataset.id.in_(stewarded)
+            )
+            .order_by(Dataset.name, Dataset.version.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+
+
 def accept_terms(session: Session, dataset: Dataset, user_id: int) -> None:
     """Record that a user accepted the dataset's terms (once)."""
     exists = session.scalar(

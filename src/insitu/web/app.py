@@ -12,6 +12,7 @@ from insitu.access.ratelimit import SlidingWindowLimiter
 from insitu.access.web import router as access_pages
 from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
+from insitu.datasets.api import router as datasets_router
 from insitu.ingest.api import router as ingest_router
 from insitu.ledger.api import router as ledger_router
 from insitu.web.metrics import router as metrics_router
@@ -42,6 +43,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(ingest_router)
     api.include_router(catalog_router)
     api.include_router(ledger_router)
+    api.include_router(datasets_router)
     app.include_router(api)
     app.include_router(pages_router)
     app.include_router(metrics_router)

@@ -1,0 +1,269 @@
+"""Dataset routes: stewards create and look after datasets; users see and use what they may.
+
+Unpublished datasets are visible to their stewards and grantees only; to anyone else a missing
+and a hidden dataset get the same 403, so names cannot be probed. The decision to *use* a
+dataset is ``service.can_use_dataset`` (``GET /datasets/{name}/use``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from insitu.access import service as access
+from insitu.access.permissions import AnyUser, Steward
+from insitu.access.permissions import DbSession as DbSessionDep
+from insitu.catalog.service import SelectionCriteria
+from insitu.datasets import service
+from insitu.datasets.models import Dataset, Tier
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+DatePattern = Field(default=None, pattern=r"^\d{8}$")
+
+
+class Criteria(BaseModel):
+    """Catalogue and clinical criteria (all optional, combined with AND)."""
+
+    modality: str | None = Field(default=None, max_length=16)
+    body_part: str | None = Field(default=None, max_length=16)
+    manufacturer: str | None = Field(default=None, max_length=64)
+    study_date_from: str | None = DatePattern
+    study_date_to: str | None = DatePattern
+    diagnosis: str | None = Field(default=None, max_length=200)
+    age_min: int | None = Field(default=None, ge=0, le=150)
+    age_max: int | None = Field(default=None, ge=0, le=150)
+
+
+class NewDataset(BaseModel):
+    """A dataset to create from a catalogue query or an explicit series list."""
+
+    name: str = Field(max_length=64)
+    title: str = Field(max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    authors: list[str] = Field(default_factory=list, max_length=200)
+    license: str = Field(default="", max_length=64)
+    purpose: str = Field(default="", max_length=2_000)
+    terms: str = Field(default="", max_length=20_000)
+    tier: Tier = Tier.real
+    query: Criteria | None = None
+    series: list[str] | None = Field(default=None, max_length=100_000)
+
+
+class Invalidation(BaseModel):
+    """Why a version becomes unusable."""
+
+    reason: str = Field(min_length=1, max_length=2_000)
+
+
+class NewGrant(BaseModel):
+    """Who may use the dataset, and until when."""
+
+    user: str | None = Field(default=None, max_length=64)
+    project: str | None = Field(default=None, max_length=64)
+    until: dt.datetime | None = None
+
+
+def _info(session: Session, dataset: Dataset, user_id: int) -> dict[str, Any]:
+    steward = service.is_steward(session, dataset, user_id)
+    info: dict[str, Any] = {
+        "name": dataset.name,
+        "version": dataset.version,
+        "state": dataset.state.value,
+        "title": dataset.title,
+        "description": dataset.description,
+        "authors": dataset.authors,
+        "license": dataset.license,
+        "purpose": dataset.purpose,
+        "terms": dataset.terms,
+        "tier": dataset.tier.value,
+        "provenance": dataset.provenance,
+        "content_hash": dataset.content_hash,
+        "invalidated_reason": dataset.invalidated_reason,
+        "corrupted": dataset.corrupted,
+        "you_are_steward": steward,
+    }
+    if steward:
+        info["selection"] = dataset.selection
+        info["grants"] = [
+            {
+                "id": g.id,
+                "user": g.user_id,
+                "project": g.project_id,
+                "until": g.until,
+                "revoked_at": g.revoked_at,
+            }
+            for g in service.grants_of(session, dataset)
+        ]
+    return info
+
+
+def _visible(session: Session, name: str, user_id: int, version: int | None = None) -> Dataset:
+    dataset = service.get_dataset(session, name, version)
+    if dataset is None or not service.can_see_dataset(session, user_id, dataset):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"no dataset {name!r} of yours")
+    return dataset
+
+
+def _refused(exc: service.DatasetError) -> HTTPException:
+    code = (
+        status.HTTP_403_FORBIDDEN
+        if "stewards" in str(exc)
+        else status.HTTP_409_CONFLICT
+        if "only" in str(exc) or "new version" in str(exc) or "draft" in str(exc)
+        else status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
+    return HTTPException(code, detail=str(exc))
+
+
+@router.get("")
+def list_datasets(
+    principal: AnyUser,
+    session: DbSessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """Datasets you may see: published ones, and those you steward or were granted."""
+    return [
+        {
+            "name": d.name,
+            "version": d.version,
+            "state": d.state.value,
+            "title": d.title,
+            "tier": d.tier.value,
+        }
+        for d in service.visible_datasets(session, principal.user_id, limit, offset)
+    ]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_dataset(body: NewDataset, principal: Steward, session: DbSessionDep) -> dict[str, Any]:
+    """Create a draft from a catalogue query or a list of Series Instance UIDs (stewards)."""
+    metadata = service.DatasetMetadata(
+        title=body.title,
+        description=body.description,
+        authors=tuple(body.authors),
+        license=body.license,
+        purpose=body.purpose,
+        terms=body.terms,
+        tier=body.tier,
+    )
+    criteria = SelectionCriteria(**body.query.model_dump()) if body.query is not None else None
+    try:
+        dataset = service.create_dataset(
+            session,
+            body.name,
+            metadata,
+            principal.user_id,
+            criteria=criteria,
+            series_uids=body.series,
+        )
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return _info(session, dataset, principal.user_id)
+
+
+@router.get("/{name}")
+def show_dataset(
+    name: str,
+    principal: AnyUser,
+    session: DbSessionDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """A dataset version (the newest by default), if you may see it."""
+    return _info(session, _visible(session, name, principal.user_id, version), principal.user_id)
+
+
+def _steward_action(
+    session: Session, name: str, principal: access.Principal, action: str, reason: str = ""
+) -> dict[str, Any]:
+    dataset = _visible(session, name, principal.user_id)
+    try:
+        if action == "release":
+            service.release(session, dataset, principal.user_id)
+        elif action == "publish":
+            service.publish(session, dataset, principal.user_id)
+        elif action == "invalidate":
+            service.invalidate(session, dataset, reason, principal.user_id)
+        else:
+            dataset = service.new_version(session, dataset, principal.user_id)
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return _info(session, dataset, principal.user_id)
+
+
+@router.post("/{name}/release")
+def release(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Freeze the newest draft (its stewards)."""
+    return _steward_action(session, name, principal, "release")
+
+
+@router.post("/{name}/publish")
+def publish(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Make the newest released version's metadata public (its stewards)."""
+    return _steward_action(session, name, principal, "publish")
+
+
+@router.post("/{name}/invalidate")
+def invalidate(
+    name: str, body: Invalidation, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Make the newest version unusable, with a reason (its stewards)."""
+    return _steward_action(session, name, principal, "invalidate", body.reason)
+
+
+@router.post("/{name}/new-version", status_code=status.HTTP_201_CREATED)
+def new_version(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """A new draft version from the newest released one (its stewards)."""
+    return _steward_action(session, name, principal, "new-version")
+
+
+@router.post("/{name}/grants", status_code=status.HTTP_201_CREATED)
+def grant(name: str, body: NewGrant, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Grant the use of the newest version to a user or a project (its stewards)."""
+    dataset = _visible(session, name, principal.user_id)
+    user = access.get_user(session, body.user) if body.user else None
+    project = access.get_project(session, body.project) if body.project else None
+    if (body.user and user is None) or (body.project and project is None):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="no such user or project")
+    try:
+        row = service.grant(
+            session,
+            dataset,
+            principal.user_id,
+            user_id=user.id if user else None,
+            project_id=project.id if project else None,
+            until=body.until,
+        )
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return {"id": row.id, "until": row.until}
+
+
+@router.delete("/{name}/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke(name: str, grant_id: int, principal: AnyUser, session: DbSessionDep) -> None:
+    """Revoke a grant (the dataset's stewards)."""
+    dataset = _visible(session, name, principal.user_id)
+    try:
+        service.revoke(session, dataset, grant_id, principal.user_id)
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+
+
+@router.post("/{name}/terms")
+def accept_terms(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Accept the newest version's terms of use (once, before first use)."""
+    dataset = _visible(session, name, principal.user_id)
+    service.accept_terms(session, dataset, principal.user_id)
+    return {"accepted": True, "terms": dataset.terms}
+
+
+@router.get("/{name}/use")
+def may_use(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Whether you may use the newest version now, and if not, why."""
+    dataset = _visible(session, name, principal.user_id)
+    decision = service.can_use_dataset(session, principal.user_id, dataset)
+    return {"allowed": decision.allowed, "reason": decision.reason}
