@@ -1,0 +1,104 @@
+"""The datasets API end to end: a steward builds and releases, a researcher is granted and uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from insitu.core.platform import Platform
+from insitu.ingest import service as ingest
+from insitu.ingest.corpus import generate_corpus
+from insitu.ingest.deid.table import Options
+from insitu.ingest.sources import iter_sources
+from insitu.web.app import create_app
+from tests.factories import user_token
+
+
+@pytest.fixture
+def client(platform: Platform, tmp_path: Path) -> Iterator[TestClient]:
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=2, ct_slices=2, mr_slices=1, rows=16, columns=16
+    )
+    ingest.ingest(platform, iter_sources([corpus.root]), site="SITE-A", options=Options.parse(""))
+    with TestClient(create_app(platform)) as test_client:
+        yield test_client
+
+
+def _auth(platform: Platform, name: str, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {user_token(platform, name, role)}"}
+
+
+def test_build_release_grant_use(platform: Platform, client: TestClient) -> None:
+    steward = _auth(platform, "sam", "steward")
+    researcher = _auth(platform, "rita", "researcher")
+    created = client.post(
+        "/api/v1/datasets",
+        json={
+            "name": "ct-only",
+            "title": "CT only",
+            "tier": "synthetic",
+            "query": {"modality": "CT"},
+        },
+        headers=steward,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["provenance"]["instances"] == 4
+    # A draft is the stewards' business only.
+    assert client.get("/api/v1/datasets/ct-only", headers=researcher).status_code == 403
+    assert client.get("/api/v1/datasets", headers=researcher).json() == []
+    released = client.post("/api/v1/datasets/ct-only/release", headers=steward).json()
+    assert released["state"] == "released"
+    assert len(released["content_hash"]) == 64
+    granted = client.post("/api/v1/datasets/ct-only/grants", json={"user": "rita"}, headers=steward)
+    assert granted.status_code == 201
+    use = client.get("/api/v1/datasets/ct-only/use", headers=researcher).json()
+    assert use == {"allowed": False, "reason": "accept the dataset's terms of use first"}
+    assert client.post("/api/v1/datasets/ct-only/terms", headers=researcher).status_code == 200
+    assert client.get("/api/v1/datasets/ct-only/use", headers=researcher).json()["allowed"]
+    shown = client.get("/api/v1/datasets/ct-only", headers=researcher).json()
+    assert "grants" not in shown  # grants are for stewards' eyes
+    edit = client.post("/api/v1/datasets/ct-only/release", headers=steward)
+    assert edit.status_code == 409
+    invalid = client.post(
+        "/api/v1/datasets/ct-only/invalidate", json={"reason": "wrong labels"}, headers=steward
+    )
+    assert invalid.json()["invalidated_reason"] == "wrong labels"
+    use = client.get("/api/v1/datasets/ct-only/use", headers=researcher).json()
+    assert use == {"allowed": False, "reason": "the dataset was invalidated: wrong labels"}
+
+
+def test_published_datasets_are_listed_for_everyone_signed_in(
+    platform: Platform, client: TestClient
+) -> None:
+    steward = _auth(platform, "sam", "steward")
+    other = _auth(platform, "olaf", "researcher")
+    client.post(
+        "/api/v1/datasets",
+        json={"name": "mr", "title": "MR", "query": {"modality": "MR"}},
+        headers=steward,
+    )
+    client.post("/api/v1/datasets/mr/release", headers=steward)
+    assert client.post("/api/v1/datasets/mr/publish", headers=steward).status_code == 200
+    assert [d["name"] for d in client.get("/api/v1/datasets", headers=other).json()] == ["mr"]
+    assert client.get("/api/v1/datasets/mr/use", headers=other).json()["allowed"] is False
+
+
+def test_bad_requests_are_explained(platform: Platform, client: TestClient) -> None:
+    steward = _auth(platform, "sam", "steward")
+    both = client.post(
+        "/api/v1/datasets",
+        json={"name": "x1", "title": "X", "query": {}, "series": ["1.2.3"]},
+        headers=steward,
+    )
+    assert both.status_code == 422
+    assert "not both" in both.json()["detail"]
+    empty = client.post(
+        "/api/v1/datasets",
+        json={"name": "x2", "title": "X", "query": {"modality": "US"}},
+        headers=steward,
+    )
+    assert empty.status_code == 422
+    assert "empty" in empty.json()["detail"]
