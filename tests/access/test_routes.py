@@ -38,6 +38,7 @@ EXPECTED = {
     ("POST", "/api/v1/datasets/{name}/new-version"): ("any",),
     ("POST", "/api/v1/datasets/{name}/grants"): ("any",),
     ("DELETE", "/api/v1/datasets/{name}/grants/{grant_id}"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/revoke"): ("any",),
     ("POST", "/api/v1/datasets/{name}/terms"): ("any",),
     ("GET", "/api/v1/datasets/{name}/use"): ("any",),
     ("GET", "/login/oidc"): ("public",),
@@ -185,6 +186,7 @@ OWNED: dict[tuple[str, str], int] = {
     ("POST", "/api/v1/datasets/{name}/new-version"): 409,  # a draft: edit it instead
     ("POST", "/api/v1/datasets/{name}/grants"): 201,
     ("DELETE", "/api/v1/datasets/{name}/grants/{grant_id}"): 204,
+    ("POST", "/api/v1/datasets/{name}/revoke"): 200,
     ("POST", "/api/v1/datasets/{name}/terms"): 200,
     ("GET", "/api/v1/datasets/{name}/use"): 200,
 }
@@ -192,6 +194,7 @@ BODIES: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
     ("POST", "/api/v1/datasets/{name}/invalidate"): {"reason": "test"},
     ("POST", "/api/v1/datasets/{name}/grants"): {"user": "third"},
+    ("POST", "/api/v1/datasets/{name}/revoke"): {"user": "third"},
 }
 
 

@@ -254,3 +254,45 @@ def test_audit_access_log_command(
     code, _, err = _invoke("audit", "access-log")
     assert code == 1
     assert "403" in err
+
+
+def test_dataset_commands_against_a_live_server(
+    live_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = generate_corpus(
+        tmp_path / "export", subjects=2, ct_slices=2, mr_slices=1, rows=16, columns=16
+    )
+    assert _invoke("ingest", str(corpus.root), "--workers", "1")[0] == 0
+    monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
+    code, out, err = _invoke(
+        "dataset",
+        "create",
+        "ct",
+        "--title",
+        "CT",
+        "--modality",
+        "CT",
+        "--synthetic",
+        "--terms",
+        "No re-identification.",
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["state"] == "draft"
+    code, out, _ = _invoke("dataset", "release", "ct")
+    assert code == 0
+    assert "[released]" in out
+    assert "content sha256" in out
+    assert "granted ct to res" in _invoke("dataset", "grant", "ct", "res")[1]
+    monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
+    code, out, _ = _invoke("dataset", "accept-terms", "ct")
+    assert "No re-identification." in out
+    code, out, _ = _invoke("dataset", "list", "--json")
+    assert [d["name"] for d in json.loads(out)] == ["ct"]
+    code, _, err = _invoke("dataset", "release", "ct")
+    assert code == 1
+    assert "403" in err
+    monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
+    assert "revoked 1 grant(s)" in _invoke("dataset", "revoke", "ct", "res")[1]
+    code, out, _ = _invoke("dataset", "invalidate", "ct", "--reason", "test over")
+    assert "invalidated: test over" in out

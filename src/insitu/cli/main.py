@@ -24,6 +24,7 @@ from insitu.cli.common import (
     stderr,
 )
 from insitu.core.platform import Platform, open_platform
+from insitu.datasets.cli import dataset_app
 from insitu.db import session_scope
 from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
 from insitu.ledger import service as ledger
@@ -52,6 +53,7 @@ app.command("login")(login)
 app.add_typer(token_app, name="token")
 app.add_typer(project_app, name="project")
 app.add_typer(audit_app, name="audit")
+app.add_typer(dataset_app, name="dataset")
 
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:

@@ -253,6 +253,31 @@ def revoke(name: str, grant_id: int, principal: AnyUser, session: DbSessionDep) 
         raise _refused(exc) from None
 
 
+@router.post("/{name}/revoke")
+def revoke_grantee(
+    name: str, body: NewGrant, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Revoke every live grant to a user or a project (the dataset's stewards)."""
+    dataset = _visible(session, name, principal.user_id)
+    user = access.get_user(session, body.user) if body.user else None
+    project = access.get_project(session, body.project) if body.project else None
+    if (user is None) == (project is None):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="name one existing user or project"
+        )
+    try:
+        count = service.revoke_grantee(
+            session,
+            dataset,
+            principal.user_id,
+            user_id=user.id if user else None,
+            project_id=project.id if project else None,
+        )
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return {"revoked": count}
+
+
 @router.post("/{name}/terms")
 def accept_terms(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
     """Accept the newest version's terms of use (once, before first use)."""

@@ -1,0 +1,171 @@
+"""Dataset commands (clients of the API): create, list, show, lifecycle, grants, terms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from insitu.cli.common import api_get, api_request, emit_json, fail
+
+dataset_app = typer.Typer(
+    help="Datasets: build from the catalogue, release, publish, grant (client).",
+    no_args_is_help=True,
+)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _show(info: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        emit_json(info)
+        return
+    typer.echo(f"{info['name']} v{info['version']}  [{info['state']}]  {info['title']}")
+    provenance = info.get("provenance") or {}
+    if provenance:
+        typer.echo(
+            f"  {provenance.get('instances', 0)} instances, {provenance.get('bytes', 0)} bytes, "
+            f"sites {', '.join(provenance.get('sites', []))}"
+        )
+    if info.get("content_hash"):
+        typer.echo(f"  content sha256 {info['content_hash']}")
+    if info.get("invalidated_reason"):
+        typer.echo(f"  invalidated: {info['invalidated_reason']}")
+
+
+@dataset_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Short name: a-z, 0-9, '.', '_', '-'.")],
+    title: Annotated[str, typer.Option(help="Title.")],
+    modality: Annotated[str | None, typer.Option(help="Query: modality.")] = None,
+    body_part: Annotated[str | None, typer.Option(help="Query: body part.")] = None,
+    manufacturer: Annotated[str | None, typer.Option(help="Query: manufacturer.")] = None,
+    diagnosis: Annotated[str | None, typer.Option(help="Query: clinical diagnosis.")] = None,
+    age_min: Annotated[int | None, typer.Option(help="Query: youngest age.")] = None,
+    age_max: Annotated[int | None, typer.Option(help="Query: oldest age.")] = None,
+    series_file: Annotated[
+        Path | None,
+        typer.Option(help="A file of Series Instance UIDs, one a line (instead of a query)."),
+    ] = None,
+    description: Annotated[str, typer.Option(help="Description.")] = "",
+    author: Annotated[list[str] | None, typer.Option(help="An author (repeat).")] = None,
+    license_id: Annotated[str, typer.Option("--license", help="SPDX license id.")] = "",
+    purpose: Annotated[str, typer.Option(help="What it is for.")] = "",
+    terms: Annotated[str, typer.Option(help="Terms of use users must accept.")] = "",
+    synthetic: Annotated[bool, typer.Option(help="Synthetic data (tier).")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Create a draft dataset from a catalogue query or a series list (stewards)."""
+    body: dict[str, Any] = {
+        "name": name,
+        "title": title,
+        "description": description,
+        "authors": author or [],
+        "license": license_id,
+        "purpose": purpose,
+        "terms": terms,
+        "tier": "synthetic" if synthetic else "real",
+    }
+    if series_file is not None:
+        try:
+            lines = series_file.read_text().split()
+        except OSError as exc:
+            fail(f"cannot read {series_file}: {exc}")
+        body["series"] = [line.strip() for line in lines if line.strip()]
+    else:
+        body["query"] = {
+            "modality": modality,
+            "body_part": body_part,
+            "manufacturer": manufacturer,
+            "diagnosis": diagnosis,
+            "age_min": age_min,
+            "age_max": age_max,
+        }
+    _show(api_request("POST", "/datasets", json_body=body), json_output)
+
+
+@dataset_app.command("list")
+def list_datasets(json_output: JsonFlag = False) -> None:
+    """Datasets you may see."""
+    rows = api_get("/datasets")
+    if json_output:
+        emit_json(rows)
+        return
+    for row in rows:
+        typer.echo(f"{row['name']:<24} v{row['version']:<3} {row['state']:<12} {row['title']}")
+
+
+@dataset_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    version: Annotated[int | None, typer.Option(help="A version (default: newest).")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """A dataset version."""
+    _show(api_get(f"/datasets/{name}", {"version": version}), json_output)
+
+
+def _action(name: str, action: str, json_output: bool, body: Any = None) -> None:
+    _show(api_request("POST", f"/datasets/{name}/{action}", json_body=body), json_output)
+
+
+@dataset_app.command("release")
+def release(name: Annotated[str, typer.Argument()], json_output: JsonFlag = False) -> None:
+    """Freeze the newest draft and record its content hash (its stewards)."""
+    _action(name, "release", json_output)
+
+
+@dataset_app.command("publish")
+def publish(name: Annotated[str, typer.Argument()], json_output: JsonFlag = False) -> None:
+    """Make the newest released version's metadata public (its stewards)."""
+    _action(name, "publish", json_output)
+
+
+@dataset_app.command("invalidate")
+def invalidate(
+    name: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why (shown on its landing page).")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Make the newest version unusable for good (its stewards)."""
+    _action(name, "invalidate", json_output, {"reason": reason})
+
+
+@dataset_app.command("new-version")
+def new_version(name: Annotated[str, typer.Argument()], json_output: JsonFlag = False) -> None:
+    """A new draft from the newest released version (its stewards)."""
+    _action(name, "new-version", json_output)
+
+
+@dataset_app.command("grant")
+def grant(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    grantee: Annotated[str, typer.Argument(help="A user, or a project with --project.")],
+    project: Annotated[bool, typer.Option("--project", help="GRANTEE is a project.")] = False,
+    until: Annotated[str | None, typer.Option(help="Last moment of use (ISO 8601).")] = None,
+) -> None:
+    """Grant the use of the dataset (its stewards)."""
+    body = {"project" if project else "user": grantee, "until": until}
+    answer = api_request("POST", f"/datasets/{name}/grants", json_body=body)
+    typer.echo(f"granted {name} to {grantee} (grant {answer['id']}, until {until or 'revoked'})")
+
+
+@dataset_app.command("revoke")
+def revoke(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    grantee: Annotated[str, typer.Argument(help="A user, or a project with --project.")],
+    project: Annotated[bool, typer.Option("--project", help="GRANTEE is a project.")] = False,
+) -> None:
+    """Revoke every grant of the dataset to a user or a project (its stewards)."""
+    body = {"project" if project else "user": grantee}
+    answer = api_request("POST", f"/datasets/{name}/revoke", json_body=body)
+    typer.echo(f"revoked {answer['revoked']} grant(s) of {name} to {grantee}")
+
+
+@dataset_app.command("accept-terms")
+def accept_terms(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+    """Accept the dataset's terms of use (once, before first use)."""
+    answer = api_request("POST", f"/datasets/{name}/terms")
+    if answer["terms"]:
+        typer.echo(answer["terms"])
+    typer.echo(f"terms of {name} accepted")
