@@ -283,6 +283,9 @@ def test_dataset_commands_against_a_live_server(
     assert code == 0
     assert "[released]" in out
     assert "content sha256" in out
+    code, out, _ = _invoke("dataset", "verify", "ct")  # host command: re-reads every blob
+    assert code == 0
+    assert "OK: ct v1, 4 instances re-read and re-hashed" in out
     assert "granted ct to res" in _invoke("dataset", "grant", "ct", "res")[1]
     monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
     code, out, _ = _invoke("dataset", "accept-terms", "ct")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from insitu.access import service as access
 from insitu.access.models import ProjectRole, Role
+from insitu.catalog import service as catalog
 from insitu.catalog.models import Series
 from insitu.catalog.service import SelectionCriteria
 from insitu.core.platform import Platform
@@ -208,3 +209,32 @@ def test_only_stewards_grant_and_a_grant_names_one_grantee(world: World) -> None
             datasets.grant(session, dataset, world.steward)
         datasets.add_steward(session, dataset, world.outsider, world.steward)
         datasets.grant(session, dataset, world.outsider, user_id=world.researcher)
+
+
+def test_verify_catches_a_blob_changed_behind_insitus_back(world: World) -> None:
+    dataset_id = _create(world)
+    platform = world.platform
+    with session_scope(platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        with pytest.raises(datasets.DatasetError, match="never released"):
+            datasets.verify_dataset(session, platform.store, dataset)
+        datasets.release(session, dataset, world.steward)
+        assert datasets.verify_dataset(session, platform.store, dataset).ok
+        uid, digest = next(
+            catalog.instances_of_series(session, datasets.series_of(session, dataset))
+        )
+    # Someone edits a stored instance directly on disk.
+    path = platform.store.root / "sha256" / digest[:2] / digest  # type: ignore[attr-defined]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with session_scope(platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        result = datasets.verify_dataset(session, platform.store, dataset)
+        assert result.problems == [f"instance {uid}: blob {digest} was changed on disk"]
+    with session_scope(platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        assert dataset.corrupted
+        kinds = [e.event_type for e in session.scalars(select(LedgerEntry))]
+        assert "dataset.corrupted" in kinds

@@ -402,3 +402,15 @@ def provenance_of_series(session: Session, series_ids: Sequence[int]) -> dict[st
         "instances": int(instances),
         "bytes": int(size),
     }
+
+
+def instances_of_series(session: Session, series_ids: Sequence[int]) -> Iterator[tuple[str, str]]:
+    """(SOP Instance UID, blob digest) of every instance of the series, by UID."""
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.blob_digest)
+        .where(Instance.series_id.in_(list(series_ids)))
+        .order_by(Instance.sop_instance_uid)
+        .execution_options(yield_per=10_000)
+    )
+    for uid, digest in rows:
+        yield str(uid), str(digest)

@@ -169,3 +169,50 @@ def accept_terms(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> 
     if answer["terms"]:
         typer.echo(answer["terms"])
     typer.echo(f"terms of {name} accepted")
+
+
+@dataset_app.command("verify")
+def verify(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    version: Annotated[int | None, typer.Option(help="A version (default: newest).")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Re-read and re-hash a released version's stored instances and compare with the hash
+    taken at release (host). A mismatch marks the version corrupted; exit status 1."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from insitu.cli.common import local_platform, stderr
+    from insitu.datasets import service
+    from insitu.db import session_scope
+
+    with local_platform() as platform, session_scope(platform.sessions) as session:
+        dataset = service.get_dataset(session, name, version)
+        if dataset is None:
+            fail(f"no dataset {name!r}")
+        total = int(dataset.provenance.get("instances", 0))
+        progress = Progress(
+            TextColumn("verify"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=stderr,
+            disable=json_output,
+        )
+        try:
+            with progress:
+                task = progress.add_task("verify", total=total)
+                result = service.verify_dataset(
+                    session, platform.store, dataset, lambda n: progress.advance(task, n)
+                )
+        except service.DatasetError as exc:
+            fail(str(exc))
+        label = f"{dataset.name} v{dataset.version}"
+    problems = result.problems or []
+    if json_output:
+        emit_json({"ok": result.ok, "instances": result.instances, "problems": problems})
+    else:
+        for problem in problems:
+            stderr.print(f"[red]problem[/red] {problem}")
+        verdict = "OK" if result.ok else "CORRUPTED (marked; it can no longer be used)"
+        typer.echo(f"{verdict}: {label}, {result.instances} instances re-read and re-hashed")
+    if not result.ok:
+        raise typer.Exit(1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select
@@ -28,6 +28,7 @@ from insitu.datasets.models import (
 from insitu.db import utcnow
 from insitu.ledger import events
 from insitu.ledger import service as ledger
+from insitu.storage.protocol import BlobNotFoundError, BlobStore, BlobStoreError
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 DATASET_CREATED = events.register("dataset.created", "a draft dataset was created")
@@ -511,3 +512,49 @@ def get_dataset(session: Session, name: str, version: int | None = None) -> Data
     if version is not None:
         statement = statement.where(Dataset.version == version)
     return session.scalars(statement.order_by(Dataset.version.desc()).limit(1)).first()
+
+
+@dataclass
+class VerifyResult:
+    """What ``verify_dataset`` found."""
+
+    instances: int = 0
+    problems: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the stored content is what was released."""
+        return not self.problems
+
+
+def verify_dataset(
+    session: Session,
+    store: BlobStore,
+    dataset: Dataset,
+    on_progress: Callable[[int], None] | None = None,
+) -> VerifyResult:
+    """Re-read and re-hash every stored instance of a released version, recompute its content
+    hash and compare with the one taken at release; a mismatch marks it corrupted."""
+    if dataset.content_hash is None:
+        raise DatasetError(
+            f"{dataset.name} v{dataset.version} was never released: nothing to verify"
+        )
+    result = VerifyResult(problems=[])
+    problems: list[str] = []
+    for uid, digest in catalog.instances_of_series(session, series_of(session, dataset)):
+        result.instances += 1
+        try:
+            data = store.get(digest)
+        except (OSError, BlobNotFoundError, BlobStoreError) as exc:
+            problems.append(f"instance {uid}: blob {digest} cannot be read ({exc})")
+            continue
+        if hashlib.sha256(data).hexdigest() != digest:
+            problems.append(f"instance {uid}: blob {digest} was changed on disk")
+        if on_progress is not None:
+            on_progress(1)
+    if content_hash(session, dataset) != dataset.content_hash:
+        problems.append("the catalogue rows no longer match the content hash taken at release")
+    result.problems = problems
+    if problems:
+        mark_corrupted(session, dataset, problems[0])
+    return result
