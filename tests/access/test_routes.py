@@ -41,6 +41,10 @@ EXPECTED = {
     ("POST", "/api/v1/datasets/{name}/revoke"): ("any",),
     ("POST", "/api/v1/datasets/{name}/terms"): ("any",),
     ("GET", "/api/v1/datasets/{name}/use"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/requests"): ("any",),
+    ("GET", "/api/v1/datasets/{name}/requests"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): ("any",),
     ("GET", "/login/oidc"): ("public",),
     ("GET", "/login/oidc/callback"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
@@ -95,6 +99,7 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         path.replace("{batch_id}", "1")
         .replace("{token_id}", "1")
         .replace("{grant_id}", "1")
+        .replace("{request_id}", "1")
         .replace("{name}", "p")
         .replace("{user_name}", "u")
     )
@@ -189,12 +194,19 @@ OWNED: dict[tuple[str, str], int] = {
     ("POST", "/api/v1/datasets/{name}/revoke"): 200,
     ("POST", "/api/v1/datasets/{name}/terms"): 200,
     ("GET", "/api/v1/datasets/{name}/use"): 200,
+    ("POST", "/api/v1/datasets/{name}/requests"): 409,  # a draft cannot be requested
+    ("GET", "/api/v1/datasets/{name}/requests"): 200,
+    ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): 422,  # no such request
+    ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): 422,
 }
 BODIES: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
     ("POST", "/api/v1/datasets/{name}/invalidate"): {"reason": "test"},
     ("POST", "/api/v1/datasets/{name}/grants"): {"user": "third"},
     ("POST", "/api/v1/datasets/{name}/revoke"): {"user": "third"},
+    ("POST", "/api/v1/datasets/{name}/requests"): {"purpose": "research"},
+    ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): {},
+    ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): {"note": "no"},
 }
 
 
@@ -238,6 +250,7 @@ def _owned_object(
         "name": "owned",
         "user_name": "third",
         "grant_id": str(grant_id),
+        "request_id": "999",
     }
 
 

@@ -102,3 +102,56 @@ def test_bad_requests_are_explained(platform: Platform, client: TestClient) -> N
     )
     assert empty.status_code == 422
     assert "empty" in empty.json()["detail"]
+
+
+def test_access_requests_are_approved_with_a_grant_or_refused_with_a_reason(
+    platform: Platform, client: TestClient
+) -> None:
+    steward = _auth(platform, "sam", "steward")
+    rita = _auth(platform, "rita", "researcher")
+    olaf = _auth(platform, "olaf", "researcher")
+    client.post(
+        "/api/v1/datasets",
+        json={"name": "pub", "title": "P", "query": {"modality": "CT"}},
+        headers=steward,
+    )
+    early = client.post("/api/v1/datasets/pub/requests", json={"purpose": "x"}, headers=rita)
+    assert early.status_code == 403  # a draft is not visible to her, so nothing to request
+    client.post("/api/v1/datasets/pub/release", headers=steward)
+    client.post("/api/v1/datasets/pub/publish", headers=steward)
+    asked = client.post(
+        "/api/v1/datasets/pub/requests", json={"purpose": "nodule detection"}, headers=rita
+    )
+    assert asked.status_code == 201
+    again = client.post("/api/v1/datasets/pub/requests", json={"purpose": "y"}, headers=rita)
+    assert again.status_code == 409
+    assert "already asked" in again.json()["detail"]
+    other = client.post("/api/v1/datasets/pub/requests", json={"purpose": "z"}, headers=olaf)
+    assert client.get("/api/v1/datasets/pub/requests", headers=rita).status_code == 403
+    listed = client.get("/api/v1/datasets/pub/requests", headers=steward).json()
+    assert {(r["user"], r["state"]) for r in listed} == {("rita", "pending"), ("olaf", "pending")}
+    rid, oid = asked.json()["id"], other.json()["id"]
+    assert (
+        client.post(
+            f"/api/v1/datasets/pub/requests/{rid}/approve", json={}, headers=rita
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            f"/api/v1/datasets/pub/requests/{oid}/refuse", json={}, headers=steward
+        ).status_code
+        == 422
+    )  # a refusal needs a reason
+    client.post(
+        f"/api/v1/datasets/pub/requests/{oid}/refuse",
+        json={"note": "not a member"},
+        headers=steward,
+    )
+    approved = client.post(f"/api/v1/datasets/pub/requests/{rid}/approve", json={}, headers=steward)
+    assert approved.json()["state"] == "approved"
+    client.post("/api/v1/datasets/pub/terms", headers=rita)
+    assert client.get("/api/v1/datasets/pub/use", headers=rita).json()["allowed"]
+    assert not client.get("/api/v1/datasets/pub/use", headers=olaf).json()["allowed"]
+    twice = client.post(f"/api/v1/datasets/pub/requests/{rid}/approve", json={}, headers=steward)
+    assert twice.status_code == 409

@@ -109,13 +109,12 @@ def _visible(session: Session, name: str, user_id: int, version: int | None = No
 
 
 def _refused(exc: service.DatasetError) -> HTTPException:
-    code = (
-        status.HTTP_403_FORBIDDEN
-        if "stewards" in str(exc)
-        else status.HTTP_409_CONFLICT
-        if "only" in str(exc) or "new version" in str(exc) or "draft" in str(exc)
-        else status.HTTP_422_UNPROCESSABLE_CONTENT
-    )
+    if isinstance(exc, service.NotStewardError):
+        code = status.HTTP_403_FORBIDDEN
+    elif isinstance(exc, service.StateConflictError):
+        code = status.HTTP_409_CONFLICT
+    else:
+        code = status.HTTP_422_UNPROCESSABLE_CONTENT
     return HTTPException(code, detail=str(exc))
 
 
@@ -292,3 +291,92 @@ def may_use(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, A
     dataset = _visible(session, name, principal.user_id)
     decision = service.can_use_dataset(session, principal.user_id, dataset)
     return {"allowed": decision.allowed, "reason": decision.reason}
+
+
+class NewRequest(BaseModel):
+    """Why you want to use a dataset."""
+
+    purpose: str = Field(min_length=1, max_length=4_000)
+
+
+class Decision(BaseModel):
+    """A steward's answer to an access request."""
+
+    note: str = Field(default="", max_length=4_000)
+    until: dt.datetime | None = None
+
+
+@router.post("/{name}/requests", status_code=status.HTTP_201_CREATED)
+def request_access(
+    name: str, body: NewRequest, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Ask to use a dataset you can see, stating your purpose."""
+    dataset = _visible(session, name, principal.user_id)
+    try:
+        row = service.request_access(session, dataset, principal.user_id, body.purpose)
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return {"id": row.id, "state": row.state.value}
+
+
+@router.get("/{name}/requests")
+def list_requests(name: str, principal: AnyUser, session: DbSessionDep) -> list[dict[str, Any]]:
+    """The access requests of the newest version (its stewards)."""
+    dataset = _visible(session, name, principal.user_id)
+    if not service.is_steward(session, dataset, principal.user_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"only the stewards of {name} see its requests"
+        )
+    names = access.user_names(session, {r.user_id for r in service.requests_of(session, dataset)})
+    return [
+        {
+            "id": r.id,
+            "user": names.get(r.user_id, str(r.user_id)),
+            "purpose": r.purpose,
+            "state": r.state.value,
+            "note": r.decision_note,
+            "created_at": r.created_at,
+        }
+        for r in service.requests_of(session, dataset)
+    ]
+
+
+def _decide(
+    session: Session,
+    name: str,
+    request_id: int,
+    principal: access.Principal,
+    body: Decision,
+    *,
+    approve: bool,
+) -> dict[str, Any]:
+    dataset = _visible(session, name, principal.user_id)
+    try:
+        row = service.decide_request(
+            session,
+            dataset,
+            request_id,
+            principal.user_id,
+            approve=approve,
+            note=body.note,
+            until=body.until,
+        )
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return {"id": row.id, "state": row.state.value}
+
+
+@router.post("/{name}/requests/{request_id}/approve")
+def approve_request(
+    name: str, request_id: int, body: Decision, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Approve a request: the requester gets a grant (optionally until a date)."""
+    return _decide(session, name, request_id, principal, body, approve=True)
+
+
+@router.post("/{name}/requests/{request_id}/refuse")
+def refuse_request(
+    name: str, request_id: int, body: Decision, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Refuse a request, with a reason the requester will read."""
+    return _decide(session, name, request_id, principal, body, approve=False)

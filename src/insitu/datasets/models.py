@@ -117,3 +117,30 @@ class TermsAcceptance(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     accepted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RequestState(enum.StrEnum):
+    """Where an access request stands."""
+
+    pending = "pending"
+    approved = "approved"
+    refused = "refused"
+
+
+class AccessRequest(Base):
+    """A user asks to use a dataset, stating a purpose; a steward approves or refuses."""
+
+    __tablename__ = "dataset_requests"
+    __ledger_audit__: ClassVar[frozenset[str]] = frozenset({"*"})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    purpose: Mapped[str] = mapped_column(Text)
+    state: Mapped[RequestState] = mapped_column(
+        Enum(RequestState, native_enum=False, length=16), default=RequestState.pending
+    )
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    decision_note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -17,11 +17,13 @@ from sqlalchemy.orm import Session
 from insitu.access import service as access
 from insitu.catalog import service as catalog
 from insitu.datasets.models import (
+    AccessRequest,
     Dataset,
     DatasetGrant,
     DatasetSeries,
     DatasetState,
     DatasetSteward,
+    RequestState,
     TermsAcceptance,
     Tier,
 )
@@ -44,13 +46,25 @@ DATASET_CORRUPTED = events.register(
 DATASET_STEWARD_ADDED = events.register("dataset.steward_added", "a dataset got another steward")
 DATASET_GRANTED = events.register("dataset.granted", "the use of a dataset was granted")
 DATASET_REVOKED = events.register("dataset.revoked", "a grant of a dataset was revoked")
+DATASET_REQUESTED = events.register("dataset.requested", "a user asked to use a dataset")
+DATASET_REQUEST_DECIDED = events.register(
+    "dataset.request_decided", "a steward approved (with a grant) or refused an access request"
+)
 DATASET_TERMS_ACCEPTED = events.register(
     "dataset.terms_accepted", "a user accepted a dataset's terms of use"
 )
 
 
 class DatasetError(ValueError):
-    """A dataset request that cannot be fulfilled, with the reason."""
+    """A dataset request that cannot be fulfilled, with the reason (bad input)."""
+
+
+class NotStewardError(DatasetError):
+    """Only the dataset's stewards may do that."""
+
+
+class StateConflictError(DatasetError):
+    """Not in the dataset's (or request's) current state."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +181,7 @@ def is_steward(session: Session, dataset: Dataset, user_id: int) -> bool:
 
 def _require_steward(session: Session, dataset: Dataset, user_id: int) -> None:
     if not is_steward(session, dataset, user_id):
-        raise DatasetError(f"only the stewards of {dataset.name} may do that")
+        raise NotStewardError(f"only the stewards of {dataset.name} may do that")
 
 
 def update_metadata(
@@ -176,7 +190,7 @@ def update_metadata(
     """Change a draft's metadata (released content and metadata are frozen)."""
     _require_steward(session, dataset, actor_id)
     if dataset.state != DatasetState.draft:
-        raise DatasetError(
+        raise StateConflictError(
             f"{dataset.name} v{dataset.version} is {dataset.state.value}: make a new version "
             "to change it"
         )
@@ -218,7 +232,7 @@ def release(session: Session, dataset: Dataset, actor_id: int) -> str:
     """Freeze a draft: its content hash is computed and kept."""
     _require_steward(session, dataset, actor_id)
     if dataset.state != DatasetState.draft:
-        raise DatasetError(f"only a draft can be released; {dataset.name} is {dataset.state}")
+        raise StateConflictError(f"only a draft can be released; {dataset.name} is {dataset.state}")
     dataset.content_hash = content_hash(session, dataset)
     dataset.state = DatasetState.released
     dataset.released_at = utcnow()
@@ -236,7 +250,7 @@ def publish(session: Session, dataset: Dataset, actor_id: int) -> None:
     """Make a released version's metadata public."""
     _require_steward(session, dataset, actor_id)
     if dataset.state != DatasetState.released:
-        raise DatasetError(
+        raise StateConflictError(
             f"only a released version can be published; {dataset.name} is {dataset.state}"
         )
     dataset.state = DatasetState.published
@@ -282,7 +296,7 @@ def new_version(session: Session, dataset: Dataset, actor_id: int) -> Dataset:
     """A draft that starts as a copy of a released version and links back to it."""
     _require_steward(session, dataset, actor_id)
     if dataset.state == DatasetState.draft:
-        raise DatasetError(f"{dataset.name} v{dataset.version} is still a draft: edit it")
+        raise StateConflictError(f"{dataset.name} v{dataset.version} is still a draft: edit it")
     latest = session.scalar(select(func.max(Dataset.version)).where(Dataset.name == dataset.name))
     draft = Dataset(
         name=dataset.name,
@@ -536,7 +550,7 @@ def verify_dataset(
     """Re-read and re-hash every stored instance of a released version, recompute its content
     hash and compare with the one taken at release; a mismatch marks it corrupted."""
     if dataset.content_hash is None:
-        raise DatasetError(
+        raise StateConflictError(
             f"{dataset.name} v{dataset.version} was never released: nothing to verify"
         )
     result = VerifyResult(problems=[])
@@ -558,3 +572,80 @@ def verify_dataset(
     if problems:
         mark_corrupted(session, dataset, problems[0])
     return result
+
+
+# -- access requests ---------------------------------------------------------------------------
+
+
+def request_access(session: Session, dataset: Dataset, user_id: int, purpose: str) -> AccessRequest:
+    """Ask to use a dataset, stating the purpose (one pending request per user and version)."""
+    if not purpose.strip():
+        raise DatasetError("say what you will use the dataset for (--purpose)")
+    if dataset.state in (DatasetState.draft, DatasetState.invalidated):
+        raise StateConflictError(f"{dataset.name} is {dataset.state.value}: it cannot be requested")
+    pending = session.scalar(
+        select(AccessRequest.id).where(
+            AccessRequest.dataset_id == dataset.id,
+            AccessRequest.user_id == user_id,
+            AccessRequest.state == RequestState.pending,
+        )
+    )
+    if pending is not None:
+        raise StateConflictError(f"you already asked for {dataset.name} (request {pending})")
+    row = AccessRequest(dataset_id=dataset.id, user_id=user_id, purpose=purpose.strip())
+    session.add(row)
+    session.flush()
+    ledger.record(
+        session,
+        DATASET_REQUESTED,
+        actor=ledger.user_actor(user_id),
+        subject=_subject(dataset),
+        payload={"request": row.id},
+    )
+    return row
+
+
+def requests_of(session: Session, dataset: Dataset) -> list[AccessRequest]:
+    """A dataset version's access requests, newest first."""
+    return list(
+        session.scalars(
+            select(AccessRequest)
+            .where(AccessRequest.dataset_id == dataset.id)
+            .order_by(AccessRequest.id.desc())
+        )
+    )
+
+
+def decide_request(
+    session: Session,
+    dataset: Dataset,
+    request_id: int,
+    actor_id: int,
+    *,
+    approve: bool,
+    note: str = "",
+    until: dt.datetime | None = None,
+) -> AccessRequest:
+    """Approve (granting the use, optionally until a date) or refuse a pending request."""
+    _require_steward(session, dataset, actor_id)
+    row = session.get(AccessRequest, request_id)
+    if row is None or row.dataset_id != dataset.id:
+        raise DatasetError(f"no request {request_id} for {dataset.name}")
+    if row.state != RequestState.pending:
+        raise StateConflictError(f"request {request_id} was {row.state.value} already")
+    if not approve and not note.strip():
+        raise DatasetError("refusing a request needs a reason for the requester")
+    row.state = RequestState.approved if approve else RequestState.refused
+    row.decided_by = actor_id
+    row.decided_at = utcnow()
+    row.decision_note = note.strip()
+    ledger.record(
+        session,
+        DATASET_REQUEST_DECIDED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"request": row.id, "decision": row.state.value},
+    )
+    if approve:
+        grant(session, dataset, actor_id, user_id=row.user_id, until=until)
+    return row
