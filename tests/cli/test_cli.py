@@ -297,5 +297,12 @@ def test_dataset_commands_against_a_live_server(
     assert "403" in err
     monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
     assert "revoked 1 grant(s)" in _invoke("dataset", "revoke", "ct", "res")[1]
+    assert _invoke("dataset", "publish", "ct")[0] == 0
+    monkeypatch.setenv("INSITU_TOKEN", live_server["admin"])
+    assert "request 1" in _invoke("dataset", "request", "ct", "--purpose", "QA")[1]
+    monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
+    code, out, _ = _invoke("dataset", "requests", "ct")
+    assert "pending   admin" in out
+    assert "refused" in _invoke("dataset", "refuse", "ct", "1", "--reason", "no need")[1]
     code, out, _ = _invoke("dataset", "invalidate", "ct", "--reason", "test over")
     assert "invalidated: test over" in out

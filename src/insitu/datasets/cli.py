@@ -171,6 +171,55 @@ def accept_terms(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> 
     typer.echo(f"terms of {name} accepted")
 
 
+@dataset_app.command("request")
+def request(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    purpose: Annotated[str, typer.Option(help="What you will use it for.")],
+) -> None:
+    """Ask the dataset's stewards for access, stating your purpose."""
+    answer = api_request("POST", f"/datasets/{name}/requests", json_body={"purpose": purpose})
+    typer.echo(f"asked for {name} (request {answer['id']}); its stewards will decide")
+
+
+@dataset_app.command("requests")
+def requests(
+    name: Annotated[str, typer.Argument(help="Dataset name.")], json_output: JsonFlag = False
+) -> None:
+    """Access requests for a dataset (its stewards)."""
+    rows = api_get(f"/datasets/{name}/requests")
+    if json_output:
+        emit_json(rows)
+        return
+    for row in rows:
+        typer.echo(f"{row['id']:>5}  {row['state']:<9} {row['user']:<16} {row['purpose']}")
+
+
+@dataset_app.command("approve")
+def approve(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    request_id: Annotated[int, typer.Argument(help="The request's id.")],
+    until: Annotated[str | None, typer.Option(help="Grant until (ISO 8601).")] = None,
+) -> None:
+    """Approve an access request: the requester gets a grant (its stewards)."""
+    api_request(
+        "POST", f"/datasets/{name}/requests/{request_id}/approve", json_body={"until": until}
+    )
+    typer.echo(f"request {request_id} approved")
+
+
+@dataset_app.command("refuse")
+def refuse(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    request_id: Annotated[int, typer.Argument(help="The request's id.")],
+    reason: Annotated[str, typer.Option(help="Why (the requester reads it).")],
+) -> None:
+    """Refuse an access request, with a reason (its stewards)."""
+    api_request(
+        "POST", f"/datasets/{name}/requests/{request_id}/refuse", json_body={"note": reason}
+    )
+    typer.echo(f"request {request_id} refused")
+
+
 @dataset_app.command("verify")
 def verify(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
