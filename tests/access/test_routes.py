@@ -41,6 +41,7 @@ EXPECTED = {
     ("POST", "/api/v1/datasets/{name}/revoke"): ("any",),
     ("POST", "/api/v1/datasets/{name}/terms"): ("any",),
     ("GET", "/api/v1/datasets/{name}/use"): ("any",),
+    ("GET", "/api/v1/datasets/{name}/stats"): ("any",),
     ("POST", "/api/v1/datasets/{name}/requests"): ("any",),
     ("GET", "/api/v1/datasets/{name}/requests"): ("any",),
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): ("any",),
@@ -194,6 +195,7 @@ OWNED: dict[tuple[str, str], int] = {
     ("POST", "/api/v1/datasets/{name}/revoke"): 200,
     ("POST", "/api/v1/datasets/{name}/terms"): 200,
     ("GET", "/api/v1/datasets/{name}/use"): 200,
+    ("GET", "/api/v1/datasets/{name}/stats"): 200,
     ("POST", "/api/v1/datasets/{name}/requests"): 409,  # a draft cannot be requested
     ("GET", "/api/v1/datasets/{name}/requests"): 200,
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): 422,  # no such request

@@ -155,3 +155,25 @@ def test_access_requests_are_approved_with_a_grant_or_refused_with_a_reason(
     assert not client.get("/api/v1/datasets/pub/use", headers=olaf).json()["allowed"]
     twice = client.post(f"/api/v1/datasets/pub/requests/{rid}/approve", json={}, headers=steward)
     assert twice.status_code == 409
+
+
+def test_statistics_suppress_small_counts_for_non_stewards(
+    platform: Platform, client: TestClient
+) -> None:
+    steward = _auth(platform, "sam", "steward")
+    reader = _auth(platform, "rhea", "researcher")
+    client.post(
+        "/api/v1/datasets", json={"name": "all", "title": "All", "query": {}}, headers=steward
+    )
+    client.post("/api/v1/datasets/all/release", headers=steward)
+    client.post("/api/v1/datasets/all/publish", headers=steward)
+    full = client.get("/api/v1/datasets/all/stats", headers=steward).json()
+    assert full["subjects"] == 2
+    assert full["instances"] == 6
+    assert full["by_modality"] == {"CT": 2, "MR": 2}
+    assert full["by_age_band"] == {"unknown": 2}  # this corpus was ingested without clinical data
+    shown = client.get("/api/v1/datasets/all/stats", headers=reader).json()
+    assert shown["subjects"] == "<5"
+    assert shown["instances"] == 6
+    assert shown["by_modality"] == {"CT": "<5", "MR": "<5"}
+    assert shown["bytes"] == full["bytes"]

@@ -238,3 +238,15 @@ def test_verify_catches_a_blob_changed_behind_insitus_back(world: World) -> None
         assert dataset.corrupted
         kinds = [e.event_type for e in session.scalars(select(LedgerEntry))]
         assert "dataset.corrupted" in kinds
+
+
+def test_statistics_break_down_by_clinical_data(world: World) -> None:
+    dataset_id = _create(world)
+    with session_scope(world.platform.sessions) as session:
+        dataset = _get(session, dataset_id)
+        stats = datasets.statistics(session, dataset, world.steward)
+        assert stats["by_diagnosis"] == {"adenocarcinoma": 3}
+        assert stats["by_age_band"] == {"50-59": 3}
+        assert stats["by_sex"] == {"F": 1, "M": 2}
+        hidden = datasets.statistics(session, dataset, world.researcher)
+        assert hidden["by_sex"] == {"F": "<5", "M": "<5"}

@@ -414,3 +414,60 @@ def instances_of_series(session: Session, series_ids: Sequence[int]) -> Iterator
     )
     for uid, digest in rows:
         yield str(uid), str(digest)
+
+
+def statistics_of_series(session: Session, series_ids: Sequence[int]) -> dict[str, Any]:
+    """Totals and breakdowns of a set of series: subjects, studies, series, instances, bytes;
+    by modality, body part and manufacturer (series) and by sex, age band and diagnosis
+    (subjects' clinical records)."""
+    ids = list(series_ids)
+    series_rows = session.execute(
+        select(Series.modality, Series.body_part_examined, Series.manufacturer, Study.subject_id)
+        .join(Study, Study.id == Series.study_id)
+        .where(Series.id.in_(ids))
+    ).all()
+    studies = session.scalar(
+        select(func.count(func.distinct(Series.study_id))).where(Series.id.in_(ids))
+    )
+    instances, size = session.execute(
+        select(func.count(Instance.id), func.coalesce(func.sum(Instance.size), 0)).where(
+            Instance.series_id.in_(ids)
+        )
+    ).one()
+    subjects = {int(row[3]) for row in series_rows}
+    clinical: dict[int, dict[str, Any]] = dict(
+        session.execute(
+            select(ClinicalRecord.subject_id, ClinicalRecord.data).where(
+                ClinicalRecord.subject_id.in_(subjects)
+            )
+        ).all()
+    )
+
+    def tally(values: Iterator[Any]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for value in values:
+            key = str(value) if value not in (None, "") else "unknown"
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def age_band(subject_id: int) -> str:
+        try:
+            age = int((clinical.get(subject_id) or {})["age"])
+        except (KeyError, TypeError, ValueError):
+            return "unknown"
+        low = age // 10 * 10
+        return f"{low}-{low + 9}"
+
+    return {
+        "subjects": len(subjects),
+        "studies": int(studies or 0),
+        "series": len(series_rows),
+        "instances": int(instances),
+        "bytes": int(size),
+        "by_modality": tally(iter(r[0] for r in series_rows)),
+        "by_body_part": tally(iter(r[1] for r in series_rows)),
+        "by_manufacturer": tally(iter(r[2] for r in series_rows)),
+        "by_sex": tally(iter((clinical.get(s) or {}).get("sex") for s in subjects)),
+        "by_age_band": tally(iter(age_band(s) for s in subjects)),
+        "by_diagnosis": tally(iter((clinical.get(s) or {}).get("diagnosis") for s in subjects)),
+    }

@@ -285,6 +285,14 @@ def accept_terms(name: str, principal: AnyUser, session: DbSessionDep) -> dict[s
     return {"accepted": True, "terms": dataset.terms}
 
 
+@router.get("/{name}/stats")
+def dataset_statistics(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Counts and breakdowns of the newest version; counts under 5 show as "<5" to anyone
+    who is not one of its stewards."""
+    dataset = _visible(session, name, principal.user_id)
+    return service.statistics(session, dataset, principal.user_id)
+
+
 @router.get("/{name}/use")
 def may_use(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
     """Whether you may use the newest version now, and if not, why."""

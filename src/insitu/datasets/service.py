@@ -649,3 +649,24 @@ def decide_request(
     if approve:
         grant(session, dataset, actor_id, user_id=row.user_id, until=until)
     return row
+
+
+SMALL_COUNT = 5  # counts under this are shown as "<5" to anyone but the dataset's stewards
+
+
+def statistics(session: Session, dataset: Dataset, user_id: int) -> dict[str, object]:
+    """A version's counts and breakdowns; small counts suppressed for non-stewards."""
+    stats: dict[str, object] = dict(
+        catalog.statistics_of_series(session, series_of(session, dataset))
+    )
+    if is_steward(session, dataset, user_id):
+        return stats
+
+    def suppress(value: object) -> object:
+        if isinstance(value, int) and 0 < value < SMALL_COUNT:
+            return f"<{SMALL_COUNT}"
+        if isinstance(value, dict):
+            return {k: suppress(v) for k, v in value.items()}
+        return value
+
+    return {key: value if key == "bytes" else suppress(value) for key, value in stats.items()}
