@@ -306,3 +306,36 @@ def test_dataset_commands_against_a_live_server(
     assert "refused" in _invoke("dataset", "refuse", "ct", "1", "--reason", "no need")[1]
     code, out, _ = _invoke("dataset", "invalidate", "ct", "--reason", "test over")
     assert "invalidated: test over" in out
+
+
+def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from insitu.access import service as access
+    from insitu.cli.main import prepare_demo
+    from insitu.datasets import service as datasets
+    from insitu.db import session_scope
+    from insitu.ledger import service as ledger
+    from insitu.ledger.keys import load_log_signer
+
+    settings = load_settings(demo=True)
+    platform, info = prepare_demo(settings, subjects=1)
+    try:
+        accounts = info["accounts"]
+        assert isinstance(accounts, dict)
+        assert set(accounts) == {"admin", "steward", "researcher", "auditor"}
+        assert accounts["steward"]["password"] == "insitu-demo-steward"
+        with session_scope(platform.sessions) as session:
+            dataset = datasets.get_dataset(session, "demo-sample")
+            assert dataset is not None
+            assert dataset.state.value == "published"
+            researcher = access.get_user(session, "researcher")
+            assert researcher is not None
+            decision = datasets.can_use_dataset(session, researcher.id, dataset)
+            assert decision.reason == "accept the dataset's terms of use first"
+            report = ledger.verify(session, load_log_signer(settings).parsed_key)
+            assert report.ok, report.problems
+    finally:
+        platform.close()
+    again, _ = prepare_demo(load_settings(demo=True), subjects=1)  # re-running is safe
+    again.close()

@@ -178,9 +178,43 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
             workers=1,
             clinical=(clinical, ClinicalMapping.load(mapping_path)),
         )
+    _demo_dataset(platform)
     with session_scope(platform.sessions) as session:  # a checkpoint covering the sample data
         ledger.create_checkpoint(session, load_log_signer(settings))
     return platform, {"accounts": accounts, "report": result.report}
+
+
+def _demo_dataset(platform: Platform) -> None:
+    """The sample data as a released, published synthetic dataset, granted to the researcher."""
+    from insitu.catalog.service import SelectionCriteria
+    from insitu.datasets import service as datasets
+    from insitu.datasets.models import Tier
+
+    with session_scope(platform.sessions) as session:
+        if datasets.get_dataset(session, "demo-sample") is not None:
+            return
+        steward = access.get_user(session, "steward")
+        researcher = access.get_user(session, "researcher")
+        if steward is None or researcher is None:
+            return
+        dataset = datasets.create_dataset(
+            session,
+            "demo-sample",
+            datasets.DatasetMetadata(
+                title="insitu demo: synthetic CT, MR and ultrasound",
+                description="Synthetic studies made by insitu's corpus generator.",
+                authors=("insitu",),
+                license="CC0-1.0",
+                purpose="Trying insitu out",
+                terms="Synthetic data: no restrictions beyond trying the platform.",
+                tier=Tier.synthetic,
+            ),
+            steward.id,
+            criteria=SelectionCriteria(),
+        )
+        datasets.release(session, dataset, steward.id)
+        datasets.publish(session, dataset, steward.id)
+        datasets.grant(session, dataset, steward.id, user_id=researcher.id)
 
 
 @app.command()
