@@ -351,13 +351,7 @@ def series_ids_for_uids(session: Session, uids: Sequence[str]) -> dict[str, int]
 def content_of_series(session: Session, series_ids: Sequence[int]) -> Iterator[str]:
     """The content a dataset's hash covers, as sorted text lines, without reading any image:
     each instance's SOP Instance UID and blob digest, then each subject's clinical record."""
-    instances = session.execute(
-        select(Instance.sop_instance_uid, Instance.blob_digest)
-        .where(Instance.series_id.in_(list(series_ids)))
-        .order_by(Instance.sop_instance_uid)
-        .execution_options(yield_per=10_000)
-    )
-    for uid, digest in instances:
+    for uid, digest in instances_of_series(session, series_ids):
         yield f"instance {uid} {digest}"
     clinical = session.execute(
         select(Subject.pseudonym, ClinicalRecord.data)
