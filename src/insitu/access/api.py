@@ -95,18 +95,23 @@ def password_login(
             headers={"Retry-After": str(math.ceil(wait))},
         )
     # Its own transaction, committed whatever the outcome: failures and lockouts must stay.
+    expires_at = utcnow() + dt.timedelta(days=body.expires_days)
     with session_scope(platform.sessions) as session:
-        outcome = service.login_with_password(session, body.name, body.password)
+        outcome, token = service.login_for_token(
+            session, body.name, body.password, body.label, expires_at
+        )
         user = outcome.user
-        if user is not None:
-            expires_at = utcnow() + dt.timedelta(days=body.expires_days)
-            token = service.issue_token(
-                session, user, body.label, expires_at, actor=ledger.user_actor(user.id)
+        issued = (
+            IssuedToken(
+                token=token,
+                name=user.name,
+                role=user.role.value,
+                expires_at=expires_at,
             )
-            issued = IssuedToken(
-                token=token, name=user.name, role=user.role.value, expires_at=expires_at
-            )
-    if user is None:
+            if user is not None and token is not None
+            else None
+        )
+    if issued is None:
         code = status.HTTP_403_FORBIDDEN if outcome.locked_until else status.HTTP_401_UNAUTHORIZED
         raise HTTPException(code, detail=outcome.refusal)
     return issued

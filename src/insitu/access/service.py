@@ -286,6 +286,21 @@ def login_with_password(
     return LoginOutcome(user)
 
 
+def login_for_token(
+    session: Session, name: str, password: str, label: str, expires_at: dt.datetime
+) -> tuple[LoginOutcome, str | None]:
+    """A password login that issues a token expiring at ``expires_at`` on success (API and
+    browser).
+    The caller commits whatever the outcome: failures and lockouts must stay."""
+    outcome = login_with_password(session, name, password)
+    if outcome.user is None:
+        return outcome, None
+    token = issue_token(
+        session, outcome.user, label, expires_at, actor=ledger.user_actor(outcome.user.id)
+    )
+    return outcome, token
+
+
 def _record_failure(session: Session, user: User, now: dt.datetime) -> None:
     user.failed_logins += 1
     ledger.record(

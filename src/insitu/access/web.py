@@ -231,16 +231,10 @@ def _sso_sign_in(platform: Platform, identity: oidc.Identity) -> str:
 def _sign_in(platform: Platform, name: str, password: str) -> str | service.LoginOutcome:
     # Its own transaction, committed whatever the outcome: failures and lockouts must stay.
     with session_scope(platform.sessions) as session:
-        outcome = service.login_with_password(session, name, password)
-        if outcome.user is None:
-            return outcome
-        return service.issue_token(
-            session,
-            outcome.user,
-            "browser",
-            utcnow() + SESSION_LIFETIME,
-            actor=ledger.user_actor(outcome.user.id),
+        outcome, token = service.login_for_token(
+            session, name, password, "browser", utcnow() + SESSION_LIFETIME
         )
+    return outcome if token is None else token
 
 
 @router.post("/logout", response_model=None)
