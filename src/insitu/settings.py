@@ -68,6 +68,22 @@ class Settings(BaseSettings):
     """Role for users whose token names no insitu role; empty refuses them."""
     login_attempts_per_minute: int = 10
     """Password logins accepted per client address and minute (then 429)."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where users reach this deployment; landing pages and local PIDs are built on it."""
+    publisher: str = ""
+    """The organisation named as publisher in citations and metadata (default: the site)."""
+    contact_email: str = ""
+    """Contact point of published datasets (DCAT-AP); empty: none is stated."""
+    pid_minter: str = "local"
+    """``local`` (identifiers resolved by this deployment at /pid/...) or ``datacite``."""
+    datacite_api_url: str = "https://api.datacite.org"
+    datacite_prefix: str = ""
+    """The DOI prefix DataCite gave this repository, e.g. ``10.12345``."""
+    datacite_repository_id: str = ""
+    datacite_password: SecretStr = SecretStr("")
+    views_root: Path | None = None
+    """Where dataset views are built (default: ``home``/views). With the local blob store it
+    must be on the blob store's filesystem: views are hard links, never copies."""
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 
@@ -91,6 +107,16 @@ class Settings(BaseSettings):
     def resolved_store_url(self) -> str:
         """The blob store URL, defaulting to a folder inside ``home``."""
         return self.store_url or f"file://{self.home / 'blobs'}"
+
+    @property
+    def resolved_views_root(self) -> Path:
+        """The folder that holds one read-only view per released dataset version."""
+        return self.views_root or self.home / "views"
+
+    @property
+    def resolved_publisher(self) -> str:
+        """The publisher named in citations and metadata."""
+        return self.publisher or self.site
 
     def secret_bytes(self) -> bytes:
         """The deployment secret as bytes (the HMAC key for pseudonyms)."""

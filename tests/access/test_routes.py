@@ -46,6 +46,13 @@ EXPECTED = {
     ("GET", "/api/v1/datasets/{name}/requests"): ("any",),
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): ("any",),
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): ("any",),
+    ("POST", "/api/v1/withdrawals"): ("steward",),
+    ("GET", "/datasets/{name}/v{version}"): ("public",),
+    ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
+    ("GET", "/datasets/{name}/v{version}/datacite.json"): ("public",),
+    ("GET", "/datasets/{name}/v{version}/datacite.xml"): ("public",),
+    ("GET", "/datasets/{name}/v{version}/dcat.ttl"): ("public",),
+    ("GET", "/pid/{identifier:path}"): ("public",),
     ("GET", "/login/oidc"): ("public",),
     ("GET", "/login/oidc/callback"): ("public",),
     ("GET", "/api/v1/whoami"): ("any",),
@@ -179,6 +186,15 @@ def test_public_routes_and_docs(client: TestClient) -> None:
 # the stewards' shared work) are listed in NOT_OWNED. A new route with a path parameter must be
 # added to one of the two.
 NOT_OWNED = {("GET", "/api/v1/ingest/batches/{batch_id}")}
+# Public pages of dataset versions: anyone once published; before that only the dataset's
+# stewards and grantees, and a 404 for everyone else (signed in or not).
+PUBLISHED_ONLY = {
+    ("GET", "/datasets/{name}/v{version}"),
+    ("GET", "/datasets/{name}/v{version}/schema.jsonld"),
+    ("GET", "/datasets/{name}/v{version}/datacite.json"),
+    ("GET", "/datasets/{name}/v{version}/datacite.xml"),
+    ("GET", "/datasets/{name}/v{version}/dcat.ttl"),
+}
 OWNED: dict[tuple[str, str], int] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): 204,
     ("GET", "/api/v1/projects/{name}"): 200,
@@ -214,7 +230,9 @@ BODIES: dict[tuple[str, str], dict[str, str]] = {
 
 def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> None:
     with_parameters = {key for key in _routes(platform) if "{" in key[1]}
-    assert with_parameters == set(OWNED) | NOT_OWNED
+    assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | {
+        ("GET", "/pid/{identifier:path}")  # tested in tests/datasets/test_public.py
+    }
 
 
 def _owned_object(
@@ -277,6 +295,23 @@ def test_the_owner_may_and_another_user_may_not(
     assert call(other) == 403
     assert client.get("/api/v1/projects/owned", headers=admin).json() == before
     assert call(owner) == OWNED[(method, path)]
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(PUBLISHED_ONLY))
+def test_unpublished_metadata_is_for_stewards_and_grantees_only(
+    platform: Platform, client: TestClient, method: str, path: str
+) -> None:
+    admin = {"Authorization": f"Bearer {user_token(platform, 'root', 'admin')}"}
+    owner = {"Authorization": f"Bearer {user_token(platform, 'owner', 'researcher')}"}
+    other = {"Authorization": f"Bearer {user_token(platform, 'other', 'researcher')}"}
+    third = {"Authorization": f"Bearer {user_token(platform, 'third', 'researcher')}"}
+    _owned_object(platform, client, owner, admin)
+    url = path.replace("{name}", "owned").replace("{version}", "1")
+    assert client.get(url).status_code == 404
+    assert client.get(url, headers=other).status_code == 404
+    assert client.get(url, headers=admin).status_code == 404
+    assert client.get(url, headers=owner).status_code == 200
+    assert client.get(url, headers=third).status_code == 200  # a grantee
 
 
 def test_metrics_are_for_admins(platform: Platform, client: TestClient) -> None:

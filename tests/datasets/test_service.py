@@ -129,14 +129,14 @@ def test_lifecycle_and_its_illegal_moves(world: World) -> None:
     with session_scope(world.platform.sessions) as session:
         dataset = _get(session, dataset_id)
         with pytest.raises(datasets.DatasetError, match="only a released version"):
-            datasets.publish(session, dataset, world.steward)
+            datasets.publish(session, dataset, world.steward, world.platform.publication)
         with pytest.raises(datasets.DatasetError, match="stewards"):
-            datasets.release(session, dataset, world.researcher)
-        content = datasets.release(session, dataset, world.steward)
+            datasets.release(session, dataset, world.researcher, world.platform.publication)
+        content = datasets.release(session, dataset, world.steward, world.platform.publication)
         assert content == datasets.content_hash(session, dataset)
         with pytest.raises(datasets.DatasetError, match="new version"):
             datasets.update_metadata(session, dataset, META, world.steward)
-        datasets.publish(session, dataset, world.steward)
+        datasets.publish(session, dataset, world.steward, world.platform.publication)
         assert dataset.state == DatasetState.published
         with pytest.raises(datasets.DatasetError, match="reason"):
             datasets.invalidate(session, dataset, "  ", world.steward)
@@ -170,7 +170,7 @@ def test_can_use_dataset_is_the_one_decision(world: World) -> None:
             False,
             "the dataset is a draft: it must be released first",
         )
-        datasets.release(session, dataset, world.steward)
+        datasets.release(session, dataset, world.steward, world.platform.publication)
         assert "no grant" in datasets.can_use_dataset(session, world.researcher, dataset).reason
         until = utcnow() + dt.timedelta(days=1)
         row = datasets.grant(session, dataset, world.steward, user_id=world.researcher, until=until)
@@ -218,7 +218,7 @@ def test_verify_catches_a_blob_changed_behind_insitus_back(world: World) -> None
         dataset = _get(session, dataset_id)
         with pytest.raises(datasets.DatasetError, match="never released"):
             datasets.verify_dataset(session, platform.store, dataset)
-        datasets.release(session, dataset, world.steward)
+        datasets.release(session, dataset, world.steward, world.platform.publication)
         assert datasets.verify_dataset(session, platform.store, dataset).ok
         uid, digest = next(
             catalog.instances_of_series(session, datasets.series_of(session, dataset))

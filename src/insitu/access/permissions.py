@@ -138,7 +138,22 @@ def public() -> None:
 
 setattr(public, PERMISSION_MARKER, ("public",))
 
+
+async def optional_principal(
+    request: Request, session: DbSession, credentials: Credentials
+) -> Principal | None:
+    """A public route's caller if they sent valid credentials, else None (never 401): public
+    pages show more to those who may see more."""
+    token = _session_token(request, credentials)
+    if not token:
+        return None
+    return await run_in_threadpool(authenticate_token, session, token)
+
+
+setattr(optional_principal, PERMISSION_MARKER, ("public",))
+
 AnyUser = Annotated[Principal, Depends(require())]
+MaybeUser = Annotated[Principal | None, Depends(optional_principal)]
 Steward = Annotated[Principal, Depends(require(Role.steward))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 Public = Depends(public)

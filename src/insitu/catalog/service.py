@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from insitu.catalog.models import ClinicalRecord, Instance, Series, Study, Subject
@@ -353,19 +353,7 @@ def content_of_series(session: Session, series_ids: Sequence[int]) -> Iterator[s
     each instance's SOP Instance UID and blob digest, then each subject's clinical record."""
     for uid, digest in instances_of_series(session, series_ids):
         yield f"instance {uid} {digest}"
-    clinical = session.execute(
-        select(Subject.pseudonym, ClinicalRecord.data)
-        .join(ClinicalRecord, ClinicalRecord.subject_id == Subject.id)
-        .where(
-            Subject.id.in_(
-                select(Study.subject_id)
-                .join(Series, Series.study_id == Study.id)
-                .where(Series.id.in_(list(series_ids)))
-            )
-        )
-        .order_by(Subject.pseudonym)
-    )
-    for pseudonym, data in clinical:
+    for pseudonym, data in clinical_of_series(session, series_ids):
         yield f"clinical {pseudonym} {json.dumps(data, sort_keys=True, separators=(',', ':'))}"
 
 
@@ -465,3 +453,114 @@ def statistics_of_series(session: Session, series_ids: Sequence[int]) -> dict[st
         "by_age_band": tally(iter(age_band(s) for s in subjects)),
         "by_diagnosis": tally(iter((clinical.get(s) or {}).get("diagnosis") for s in subjects)),
     }
+
+
+@dataclass(frozen=True)
+class ViewRow:
+    """One instance as a dataset view lists it: where it sits and its key attributes."""
+
+    subject: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str | None
+    body_part_examined: str | None
+    manufacturer: str | None
+    series_description: str | None
+    study_date: str | None
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+    number_of_frames: int | None
+    transfer_syntax_uid: str
+    size: int
+    blob_digest: str
+
+
+def view_rows_of_series(session: Session, series_ids: Sequence[int]) -> Iterator[ViewRow]:
+    """Every instance of the series with its subject, study and series, in path order."""
+    ids = list(series_ids)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(
+                Subject.pseudonym.label("subject"),
+                Study.study_instance_uid,
+                Series.series_instance_uid,
+                Instance.sop_instance_uid,
+                Instance.sop_class_uid,
+                Series.modality,
+                Series.body_part_examined,
+                Series.manufacturer,
+                Series.series_description,
+                Study.study_date,
+                Instance.instance_number,
+                Instance.rows,
+                Instance.columns,
+                Instance.number_of_frames,
+                Instance.transfer_syntax_uid,
+                Instance.size,
+                Instance.blob_digest,
+            )
+            .join(Series, Series.id == Instance.series_id)
+            .join(Study, Study.id == Series.study_id)
+            .join(Subject, Subject.id == Study.subject_id)
+            .where(Instance.series_id.in_(ids[start : start + 500]))
+            .execution_options(yield_per=10_000)
+        )
+        for row in rows:
+            yield ViewRow(**row._asdict())
+
+
+def clinical_of_series(
+    session: Session, series_ids: Sequence[int]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(pseudonym, clinical record) of every subject with a record among the series."""
+    rows = session.execute(
+        select(Subject.pseudonym, ClinicalRecord.data)
+        .join(ClinicalRecord, ClinicalRecord.subject_id == Subject.id)
+        .where(
+            Subject.id.in_(
+                select(Study.subject_id)
+                .join(Series, Series.study_id == Study.id)
+                .where(Series.id.in_(list(series_ids)))
+            )
+        )
+        .order_by(Subject.pseudonym)
+    ).all()
+    return [(str(pseudonym), dict(data)) for pseudonym, data in rows]
+
+
+def subject_series(session: Session, pseudonym: str) -> list[int] | None:
+    """Ids of a subject's series (None when no subject has this pseudonym)."""
+    subject_id = session.scalar(select(Subject.id).where(Subject.pseudonym == pseudonym))
+    if subject_id is None:
+        return None
+    return list(
+        session.scalars(
+            select(Series.id)
+            .join(Study, Study.id == Series.study_id)
+            .where(Study.subject_id == subject_id)
+            .order_by(Series.id)
+        )
+    )
+
+
+def delete_subject(session: Session, pseudonym: str) -> list[str]:
+    """Remove a subject and everything catalogued of them (instances, series, studies, clinical
+    record). Returns the blob digests their instances used, for the caller to collect once the
+    transaction is committed. References from datasets must be gone first."""
+    subject_id = session.scalar(select(Subject.id).where(Subject.pseudonym == pseudonym))
+    if subject_id is None:
+        return []
+    study_ids = select(Study.id).where(Study.subject_id == subject_id)
+    series_ids = select(Series.id).where(Series.study_id.in_(study_ids))
+    digests = sorted(
+        set(session.scalars(select(Instance.blob_digest).where(Instance.series_id.in_(series_ids))))
+    )
+    session.execute(delete(Instance).where(Instance.series_id.in_(series_ids)))
+    session.execute(delete(Series).where(Series.study_id.in_(study_ids)))
+    session.execute(delete(Study).where(Study.subject_id == subject_id))
+    session.execute(delete(ClinicalRecord).where(ClinicalRecord.subject_id == subject_id))
+    session.execute(delete(Subject).where(Subject.id == subject_id))
+    return digests

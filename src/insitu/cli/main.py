@@ -212,8 +212,8 @@ def _demo_dataset(platform: Platform) -> None:
             steward.id,
             criteria=SelectionCriteria(),
         )
-        datasets.release(session, dataset, steward.id)
-        datasets.publish(session, dataset, steward.id)
+        datasets.release(session, dataset, steward.id, platform.publication)
+        datasets.publish(session, dataset, steward.id, platform.publication)
         datasets.grant(session, dataset, steward.id, user_id=researcher.id)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from insitu.datasets.pids import Publication, publication_from_settings
 from insitu.db import make_engine, make_session_factory, migrate
 from insitu.settings import Settings
 from insitu.storage.protocol import BlobStore
@@ -21,6 +22,7 @@ class Platform:
     engine: Engine
     sessions: sessionmaker[Session]
     store: BlobStore
+    publication: Publication
 
     def close(self) -> None:
         """Release database connections."""
@@ -39,4 +41,5 @@ def open_platform(settings: Settings, run_migrations: bool = True) -> Platform:
         engine=engine,
         sessions=make_session_factory(engine),
         store=store_from_settings(settings),
+        publication=publication_from_settings(settings),
     )

@@ -10,18 +10,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
-from insitu.access.permissions import AnyUser, Steward
+from insitu.access.permissions import AnyUser, Steward, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.catalog.service import SelectionCriteria
-from insitu.datasets import service
+from insitu.core.platform import Platform
+from insitu.datasets import service, withdrawal
 from insitu.datasets.models import Dataset, Tier
+from insitu.datasets.view import remove_view
+from insitu.db import session_scope
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+withdrawals_router = APIRouter(prefix="/withdrawals", tags=["datasets"])
+PlatformDep = Annotated[Platform, Depends(get_platform)]
 DatePattern = Field(default=None, pattern=r"^\d{8}$")
 
 
@@ -82,6 +87,8 @@ def _info(session: Session, dataset: Dataset, user_id: int) -> dict[str, Any]:
         "tier": dataset.tier.value,
         "provenance": dataset.provenance,
         "content_hash": dataset.content_hash,
+        "pid": dataset.pid,
+        "pid_registered": dataset.pid_registered,
         "invalidated_reason": dataset.invalidated_reason,
         "corrupted": dataset.corrupted,
         "you_are_steward": steward,
@@ -111,6 +118,8 @@ def _visible(session: Session, name: str, user_id: int, version: int | None = No
 def _refused(exc: service.DatasetError) -> HTTPException:
     if isinstance(exc, service.NotStewardError):
         code = status.HTTP_403_FORBIDDEN
+    elif isinstance(exc, service.PidUnavailableError):
+        code = status.HTTP_502_BAD_GATEWAY
     elif isinstance(exc, service.StateConflictError):
         code = status.HTTP_409_CONFLICT
     else:
@@ -177,16 +186,24 @@ def show_dataset(
 
 
 def _steward_action(
-    session: Session, name: str, principal: access.Principal, action: str, reason: str = ""
+    session: Session,
+    platform: Platform,
+    name: str,
+    principal: access.Principal,
+    action: str,
+    reason: str = "",
 ) -> dict[str, Any]:
     dataset = _visible(session, name, principal.user_id)
     try:
         if action == "release":
-            service.release(session, dataset, principal.user_id)
+            service.release(session, dataset, principal.user_id, platform.publication)
         elif action == "publish":
-            service.publish(session, dataset, principal.user_id)
+            service.publish(session, dataset, principal.user_id, platform.publication)
         elif action == "invalidate":
             service.invalidate(session, dataset, reason, principal.user_id)
+            # The view is a cache of released content: dropping it early is harmless, and an
+            # invalidated version must not be mountable any more.
+            remove_view(platform.settings.resolved_views_root, dataset)
         else:
             dataset = service.new_version(session, dataset, principal.user_id)
     except service.DatasetError as exc:
@@ -195,29 +212,39 @@ def _steward_action(
 
 
 @router.post("/{name}/release")
-def release(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+def release(
+    name: str, principal: AnyUser, session: DbSessionDep, platform: PlatformDep
+) -> dict[str, Any]:
     """Freeze the newest draft (its stewards)."""
-    return _steward_action(session, name, principal, "release")
+    return _steward_action(session, platform, name, principal, "release")
 
 
 @router.post("/{name}/publish")
-def publish(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+def publish(
+    name: str, principal: AnyUser, session: DbSessionDep, platform: PlatformDep
+) -> dict[str, Any]:
     """Make the newest released version's metadata public (its stewards)."""
-    return _steward_action(session, name, principal, "publish")
+    return _steward_action(session, platform, name, principal, "publish")
 
 
 @router.post("/{name}/invalidate")
 def invalidate(
-    name: str, body: Invalidation, principal: AnyUser, session: DbSessionDep
+    name: str,
+    body: Invalidation,
+    principal: AnyUser,
+    session: DbSessionDep,
+    platform: PlatformDep,
 ) -> dict[str, Any]:
     """Make the newest version unusable, with a reason (its stewards)."""
-    return _steward_action(session, name, principal, "invalidate", body.reason)
+    return _steward_action(session, platform, name, principal, "invalidate", body.reason)
 
 
 @router.post("/{name}/new-version", status_code=status.HTTP_201_CREATED)
-def new_version(name: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+def new_version(
+    name: str, principal: AnyUser, session: DbSessionDep, platform: PlatformDep
+) -> dict[str, Any]:
     """A new draft version from the newest released one (its stewards)."""
-    return _steward_action(session, name, principal, "new-version")
+    return _steward_action(session, platform, name, principal, "new-version")
 
 
 @router.post("/{name}/grants", status_code=status.HTTP_201_CREATED)
@@ -388,3 +415,38 @@ def refuse_request(
 ) -> dict[str, Any]:
     """Refuse a request, with a reason the requester will read."""
     return _decide(session, name, request_id, principal, body, approve=False)
+
+
+class WithdrawalRequest(BaseModel):
+    """A subject who withdrew consent, by pseudonym."""
+
+    subject: str = Field(min_length=1, max_length=64)
+
+
+@withdrawals_router.post("")
+def withdraw_subject(
+    body: WithdrawalRequest, principal: Steward, platform: PlatformDep
+) -> dict[str, Any]:
+    """Withdraw a subject from every dataset and the catalogue (stewards of every dataset
+    holding the subject). Released versions get new versions without the subject; the old
+    ones are invalidated ("withdrawal"); unreferenced blobs are deleted after the commit."""
+    # This route owns two transactions: blobs may only go once the withdrawal is committed.
+    try:
+        with session_scope(platform.sessions) as session:
+            result = withdrawal.withdraw_subject(
+                session, body.subject, principal.user_id, platform.publication
+            )
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    with session_scope(platform.sessions) as session:
+        deleted = withdrawal.collect_blobs(
+            session, platform.store, platform.settings.resolved_views_root, result
+        )
+    return {
+        "subject_sha256": result.subject_sha256,
+        "instances": result.instances,
+        "new_versions": [f"{n} v{v}" for n, v in result.new_versions],
+        "invalidated": [f"{n} v{v}" for n, v in result.invalidated],
+        "drafts_changed": [f"{n} v{v}" for n, v in result.drafts],
+        "blobs_deleted": deleted,
+    }

@@ -63,6 +63,11 @@ class Dataset(Base):
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Set once: a version that was ever published keeps its public landing page."""
+    pid: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    """Persistent identifier, reserved at release and registered at publication."""
+    pid_registered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class DatasetSeries(Base):

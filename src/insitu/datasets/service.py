@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from insitu.access import service as access
 from insitu.catalog import service as catalog
+from insitu.datasets import fair
 from insitu.datasets.models import (
     AccessRequest,
     Dataset,
@@ -27,6 +28,7 @@ from insitu.datasets.models import (
     TermsAcceptance,
     Tier,
 )
+from insitu.datasets.pids import MinterError, Publication
 from insitu.db import utcnow
 from insitu.ledger import events
 from insitu.ledger import service as ledger
@@ -65,6 +67,10 @@ class NotStewardError(DatasetError):
 
 class StateConflictError(DatasetError):
     """Not in the dataset's (or request's) current state."""
+
+
+class PidUnavailableError(DatasetError):
+    """The PID minter failed; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -228,35 +234,119 @@ def content_hash(session: Session, dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
-def release(session: Session, dataset: Dataset, actor_id: int) -> str:
-    """Freeze a draft: its content hash is computed and kept."""
+def _reserve_pid(dataset: Dataset, publication: Publication) -> None:
+    if dataset.pid is not None:
+        return
+    identifier = publication.minter.identifier_for(f"{dataset.name}.v{dataset.version}")
+    try:
+        publication.minter.reserve(identifier)
+    except MinterError as exc:
+        raise PidUnavailableError(str(exc)) from exc
+    dataset.pid = identifier
+
+
+def release(session: Session, dataset: Dataset, actor_id: int, publication: Publication) -> str:
+    """Freeze a draft: its content hash is computed and kept, and its PID reserved."""
     _require_steward(session, dataset, actor_id)
     if dataset.state != DatasetState.draft:
         raise StateConflictError(f"only a draft can be released; {dataset.name} is {dataset.state}")
     dataset.content_hash = content_hash(session, dataset)
     dataset.state = DatasetState.released
     dataset.released_at = utcnow()
+    _reserve_pid(dataset, publication)
     ledger.record(
         session,
         DATASET_RELEASED,
         actor=ledger.user_actor(actor_id),
         subject=_subject(dataset),
-        payload={"content_sha256": dataset.content_hash, "version": dataset.version},
+        payload={
+            "content_sha256": dataset.content_hash,
+            "version": dataset.version,
+            "pid": dataset.pid,
+        },
     )
     return dataset.content_hash
 
 
-def publish(session: Session, dataset: Dataset, actor_id: int) -> None:
-    """Make a released version's metadata public."""
+def publish(session: Session, dataset: Dataset, actor_id: int, publication: Publication) -> None:
+    """Make a released version's metadata public and register its PID."""
     _require_steward(session, dataset, actor_id)
     if dataset.state != DatasetState.released:
         raise StateConflictError(
             f"only a released version can be published; {dataset.name} is {dataset.state}"
         )
+    _reserve_pid(dataset, publication)
     dataset.state = DatasetState.published
+    dataset.published_at = utcnow()
+    record = citable(session, dataset, publication, viewer_id=None)
+    assert dataset.pid is not None  # noqa: S101 - reserved just above
+    try:
+        publication.minter.register(
+            dataset.pid,
+            publication.landing_url(dataset.name, dataset.version),
+            fair.datacite_json(record),
+        )
+    except MinterError as exc:
+        raise PidUnavailableError(str(exc)) from exc
+    dataset.pid_registered = True
     ledger.record(
-        session, DATASET_PUBLISHED, actor=ledger.user_actor(actor_id), subject=_subject(dataset)
+        session,
+        DATASET_PUBLISHED,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"pid": dataset.pid},
     )
+
+
+def is_public(dataset: Dataset) -> bool:
+    """Whether a version's metadata is public: it was published (even if invalidated since)."""
+    return dataset.published_at is not None
+
+
+def citable(
+    session: Session, dataset: Dataset, publication: Publication, viewer_id: int | None
+) -> fair.Citable:
+    """The public facts of a version, small counts suppressed unless the viewer stewards it."""
+    stats = statistics(session, dataset, viewer_id)
+    previous = session.get(Dataset, dataset.previous_id) if dataset.previous_id else None
+    minter = publication.minter
+    keywords: list[str] = []
+    for breakdown in ("by_modality", "by_body_part"):
+        values = stats.get(breakdown)
+        if isinstance(values, dict):
+            keywords += [str(key) for key in values if key != "unknown"]
+    issued = dataset.released_at or dataset.created_at
+    return fair.Citable(
+        name=dataset.name,
+        version=dataset.version,
+        title=dataset.title,
+        description=dataset.description,
+        authors=tuple(dataset.authors),
+        license=dataset.license,
+        tier=dataset.tier.value,
+        state=dataset.state.value,
+        identifier=dataset.pid,
+        identifier_url=minter.resolver_url(dataset.pid) if dataset.pid else None,
+        landing_url=publication.landing_url(dataset.name, dataset.version),
+        publisher=publication.publisher,
+        year=(dataset.published_at or issued).year,
+        issued=issued.date().isoformat(),
+        previous_identifier_url=(
+            minter.resolver_url(previous.pid) if previous is not None and previous.pid else None
+        ),
+        invalidated_reason=dataset.invalidated_reason,
+        content_hash=dataset.content_hash,
+        contact_email=publication.contact_email,
+        pid_kind=minter.kind,
+        keywords=("medical imaging", *keywords),
+        statistics=stats,
+        provenance=dict(dataset.provenance),
+    )
+
+
+def get_by_pid(session: Session, identifier: str) -> Dataset | None:
+    """The version a PID was given to."""
+    return session.scalars(select(Dataset).where(Dataset.pid == identifier)).first()
 
 
 def invalidate(session: Session, dataset: Dataset, reason: str, actor_id: int | None) -> None:
@@ -654,12 +744,13 @@ def decide_request(
 SMALL_COUNT = 5  # counts under this are shown as "<5" to anyone but the dataset's stewards
 
 
-def statistics(session: Session, dataset: Dataset, user_id: int) -> dict[str, object]:
-    """A version's counts and breakdowns; small counts suppressed for non-stewards."""
+def statistics(session: Session, dataset: Dataset, user_id: int | None) -> dict[str, object]:
+    """A version's counts and breakdowns; small counts suppressed for non-stewards (and for
+    anonymous readers of public metadata)."""
     stats: dict[str, object] = dict(
         catalog.statistics_of_series(session, series_of(session, dataset))
     )
-    if is_steward(session, dataset, user_id):
+    if user_id is not None and is_steward(session, dataset, user_id):
         return stats
 
     def suppress(value: object) -> object:

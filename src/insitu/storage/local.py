@@ -143,6 +143,13 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobNotFoundError(digest) from None
 
+    def path_of(self, digest: str) -> Path:
+        """Where a stored blob lies (for zero-copy dataset views); raises BlobNotFoundError."""
+        path = self._path(digest)
+        if not path.is_file():
+            raise BlobNotFoundError(digest)
+        return path
+
     def delete(self, digest: str) -> None:
         """Remove a blob."""
         self._path(digest).unlink(missing_ok=True)

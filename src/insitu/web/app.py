@@ -13,6 +13,8 @@ from insitu.access.web import router as access_pages
 from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
 from insitu.datasets.api import router as datasets_router
+from insitu.datasets.api import withdrawals_router
+from insitu.datasets.web import router as dataset_pages
 from insitu.ingest.api import router as ingest_router
 from insitu.ledger.api import router as ledger_router
 from insitu.web.metrics import router as metrics_router
@@ -44,9 +46,11 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(catalog_router)
     api.include_router(ledger_router)
     api.include_router(datasets_router)
+    api.include_router(withdrawals_router)
     app.include_router(api)
     app.include_router(pages_router)
     app.include_router(metrics_router)
     app.include_router(access_pages)
+    app.include_router(dataset_pages)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
