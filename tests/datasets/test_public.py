@@ -95,7 +95,7 @@ def test_landing_page_is_public_with_json_ld_that_expands(
     assert "</" not in scripts[0]  # tojson escapes '<', so no early end of the script
     document = json.loads(scripts[0])
     assert document["@type"] == "Dataset"
-    expanded = jsonld.expand(document, {"documentLoader": _vendored_loader})
+    expanded = jsonld.expand(document, {"documentLoader": _vendored_loader})  # type: ignore[arg-type]
     assert len(expanded) == 1
     node = expanded[0]
     schema = "http://schema.org/"
