@@ -3,68 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
-from insitu.access.models import ProjectRole, Role
+from insitu.access.models import ProjectRole
 from insitu.catalog import service as catalog
 from insitu.catalog.models import Series
 from insitu.catalog.service import SelectionCriteria
-from insitu.core.platform import Platform
 from insitu.datasets import service as datasets
-from insitu.datasets.models import Dataset, DatasetState, Tier
+from insitu.datasets.models import Dataset, DatasetState
 from insitu.db import session_scope, utcnow
-from insitu.ingest import service as ingest
-from insitu.ingest.clinical import ClinicalMapping
-from insitu.ingest.corpus import CLINICAL_MAPPING_TOML, generate_corpus, write_clinical
-from insitu.ingest.deid.table import Options
-from insitu.ingest.sources import iter_sources
 from insitu.ledger import service as ledger
 from insitu.ledger.models import LedgerEntry
-
-META = datasets.DatasetMetadata(
-    title="Lung CT", authors=("Site A",), license="CC-BY-4.0", tier=Tier.synthetic
-)
-
-
-@dataclass
-class World:
-    platform: Platform
-    steward: int
-    researcher: int
-    outsider: int
-
-
-@pytest.fixture
-def world(platform: Platform, tmp_path: Path) -> World:
-    corpus = generate_corpus(
-        tmp_path / "export", subjects=3, ct_slices=2, mr_slices=1, rows=16, columns=16
-    )
-    clinical = write_clinical(corpus, tmp_path / "clinical.csv")
-    mapping = tmp_path / "map.toml"
-    mapping.write_text(CLINICAL_MAPPING_TOML)
-    ingest.ingest(
-        platform,
-        iter_sources([corpus.root]),
-        site="SITE-A",
-        options=Options.parse(""),
-        clinical=(clinical, ClinicalMapping.load(mapping)),
-    )
-    with session_scope(platform.sessions) as session:
-        ids = [
-            access.create_user(session, name, role).id
-            for name, role in (
-                ("stella", Role.steward),
-                ("rex", Role.researcher),
-                ("otto", Role.researcher),
-            )
-        ]
-    return World(platform, *ids)
+from tests.datasets.conftest import META, World
 
 
 def _create(

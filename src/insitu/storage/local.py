@@ -64,7 +64,9 @@ class LocalBlobStore:
 
     def _write_temp(self, data: bytes) -> Path:
         tmp = self._tmp / f"{secrets.token_hex(12)}.part"
-        with tmp.open("wb") as handle:
+        # Blobs never change: read-only from birth, and so are the dataset views' hard links.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return tmp
 

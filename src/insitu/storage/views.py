@@ -129,9 +129,8 @@ def build_view(
             document = building / check_relative_path(name)
             document.write_bytes(content)
             document.chmod(_FILE_MODE)
-        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
-            folder.chmod(_DIR_MODE)
-        building.chmod(_DIR_MODE)
+        for folder, _dirs, _files in os.walk(building, topdown=False):
+            Path(folder).chmod(_DIR_MODE)
         try:
             building.rename(final)
         except OSError as exc:
