@@ -30,7 +30,6 @@ from insitu.catalog import service as catalog
 from insitu.datasets import service
 from insitu.datasets.models import (
     Dataset,
-    DatasetGrant,
     DatasetSeries,
     DatasetState,
     TermsAcceptance,
@@ -73,22 +72,32 @@ def subject_digest(pseudonym: str) -> str:
     return hashlib.sha256(pseudonym.encode()).hexdigest()
 
 
-def _carry_over_use(session: Session, old: Dataset, new: Dataset) -> None:
+def _carry_over_use(session: Session, old: Dataset, new: Dataset, actor_id: int) -> None:
+    """Live grants and terms acceptances of the old version hold for the new one (same terms,
+    same content less one subject), each written to the ledger as carried over."""
     now = utcnow()
     for grant in service.grants_of(session, old):
         if grant.revoked_at is None and (grant.until is None or grant.until > now):
-            session.add(
-                DatasetGrant(
-                    dataset_id=new.id,
-                    user_id=grant.user_id,
-                    project_id=grant.project_id,
-                    until=grant.until,
-                )
+            service.grant(
+                session,
+                new,
+                actor_id,
+                user_id=grant.user_id,
+                project_id=grant.project_id,
+                until=grant.until,
             )
     accepted = session.scalars(
         select(TermsAcceptance.user_id).where(TermsAcceptance.dataset_id == old.id)
     ).all()
-    session.add_all(TermsAcceptance(dataset_id=new.id, user_id=u) for u in accepted)
+    for user_id in accepted:
+        session.add(TermsAcceptance(dataset_id=new.id, user_id=user_id))
+        ledger.record(
+            session,
+            service.DATASET_TERMS_ACCEPTED,
+            actor=ledger.user_actor(actor_id),
+            subject=f"dataset:{new.id}",
+            payload={"user": ledger.user_actor(user_id), "carried_over_from": f"dataset:{old.id}"},
+        )
 
 
 def withdraw_subject(
@@ -138,7 +147,7 @@ def withdraw_subject(
                 service.release(session, successor, actor_id, publication)
                 if was_published:
                     service.publish(session, successor, actor_id, publication)
-                _carry_over_use(session, dataset, successor)
+                _carry_over_use(session, dataset, successor, actor_id)
                 result.new_versions.append((successor.name, successor.version))
             else:
                 result.emptied.append((dataset.name, dataset.version))
