@@ -286,6 +286,12 @@ def test_dataset_commands_against_a_live_server(
     code, out, _ = _invoke("dataset", "verify", "ct")  # host command: re-reads every blob
     assert code == 0
     assert "OK: ct v1, 4 instances re-read and re-hashed" in out
+    code, out, err = _invoke("dataset", "view", "ct")  # host command: builds the job view
+    assert code == 0, err
+    view = Path(out.strip())
+    manifest = (view / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == 5
+    assert view.name == "ct-v1"
     assert "granted ct to res" in _invoke("dataset", "grant", "ct", "res")[1]
     monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
     code, out, _ = _invoke("dataset", "accept-terms", "ct")
@@ -298,6 +304,13 @@ def test_dataset_commands_against_a_live_server(
     monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
     assert "revoked 1 grant(s)" in _invoke("dataset", "revoke", "ct", "res")[1]
     assert _invoke("dataset", "publish", "ct")[0] == 0
+    assert "PID ct.v1 (registered)" in _invoke("dataset", "show", "ct")[1]
+    withdrawn = manifest[1].split(",")[1]
+    code, out, err = _invoke("dataset", "withdraw-subject", withdrawn, "--yes")
+    assert code == 0, err
+    assert "subject withdrawn: 3 instances, 3 blobs deleted" in out
+    assert "new version: ct v2" in out
+    assert not view.exists()
     monkeypatch.setenv("INSITU_TOKEN", live_server["admin"])
     assert "request 1" in _invoke("dataset", "request", "ct", "--purpose", "QA")[1]
     monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])

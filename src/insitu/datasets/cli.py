@@ -29,6 +29,9 @@ def _show(info: dict[str, Any], json_output: bool) -> None:
         )
     if info.get("content_hash"):
         typer.echo(f"  content sha256 {info['content_hash']}")
+    if info.get("pid"):
+        status = "registered" if info.get("pid_registered") else "reserved"
+        typer.echo(f"  PID {info['pid']} ({status})")
     if info.get("invalidated_reason"):
         typer.echo(f"  invalidated: {info['invalidated_reason']}")
 
@@ -265,3 +268,68 @@ def verify(
         typer.echo(f"{verdict}: {label}, {result.instances} instances re-read and re-hashed")
     if not result.ok:
         raise typer.Exit(1)
+
+
+@dataset_app.command("withdraw-subject")
+def withdraw_subject(
+    subject: Annotated[str, typer.Argument(help="The subject's pseudonym (as in manifest.csv).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """A subject withdrew consent: remove them from every dataset and the catalogue (stewards
+    of every dataset holding them). Released versions get new versions without the subject,
+    the old ones are invalidated ("withdrawal"), and their blobs are deleted. Irreversible."""
+    if not yes and not typer.confirm(
+        f"Withdraw subject {subject} from every dataset and delete their images?"
+    ):
+        raise typer.Exit(1)
+    report = api_request("POST", "/withdrawals", json_body={"subject": subject})
+    if json_output:
+        emit_json(report)
+        return
+    typer.echo(
+        f"subject withdrawn: {report['instances']} instances, "
+        f"{report['blobs_deleted']} blobs deleted"
+    )
+    for label, key in (
+        ("new version", "new_versions"),
+        ("invalidated", "invalidated"),
+        ("draft changed", "drafts_changed"),
+    ):
+        for version in report[key]:
+            typer.echo(f"  {label}: {version}")
+
+
+@dataset_app.command("view")
+def build_view(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    version: Annotated[int | None, typer.Option(help="A version (default: newest).")] = None,
+) -> None:
+    """Build (once) the read-only view of a released version that jobs mount at /data, and
+    print where it is (host)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from insitu.cli.common import local_platform, stderr
+    from insitu.datasets import service
+    from insitu.datasets.view import ensure_view
+    from insitu.db import session_scope
+    from insitu.storage.protocol import BlobStoreError
+
+    with local_platform() as platform, session_scope(platform.sessions) as session:
+        dataset = service.get_dataset(session, name, version)
+        if dataset is None:
+            fail(f"no dataset {name!r}")
+        progress = Progress(TextColumn("view"), BarColumn(), MofNCompleteColumn(), console=stderr)
+        try:
+            with progress:
+                task = progress.add_task("view", total=int(dataset.provenance.get("instances", 0)))
+                path = ensure_view(
+                    session,
+                    platform.store,
+                    platform.settings.resolved_views_root,
+                    dataset,
+                    lambda n: progress.advance(task, n),
+                )
+        except BlobStoreError as exc:
+            fail(str(exc))
+    typer.echo(str(path))
