@@ -509,7 +509,7 @@ def view_rows_of_series(session: Session, series_ids: Sequence[int]) -> Iterator
             .execution_options(yield_per=10_000)
         )
         for row in rows:
-            yield ViewRow(**row._asdict())
+            yield ViewRow(*cast(tuple[Any, ...], row))
 
 
 def clinical_of_series(

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from insitu.storage.protocol import (
+    DIGEST_RE,
     BlobNotFoundError,
     BlobStoreError,
     StagedBlob,
@@ -48,6 +49,7 @@ class LocalBlobStore:
         self.root = root
         self.url = f"file://{root}"
         self._blobs = root / "sha256"
+        self._blobs_str = str(self._blobs)
         self._tmp = root / "tmp"
         try:
             self._blobs.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,18 @@ class LocalBlobStore:
             return self._path(digest).stat().st_size
         except FileNotFoundError:
             raise BlobNotFoundError(digest) from None
+
+    def link_to(self, digest: str, target: str) -> None:
+        """Hard-link a stored blob at ``target`` (zero-copy dataset views); raises
+        BlobNotFoundError, or OSError (EXDEV across filesystems)."""
+        if not DIGEST_RE.match(digest):
+            raise ValueError(f"not a SHA-256 hex digest: {digest[:80]!r}")
+        try:
+            os.link(f"{self._blobs_str}/{digest[:2]}/{digest}", target)
+        except FileNotFoundError:
+            if not self.exists(digest):
+                raise BlobNotFoundError(digest) from None
+            raise
 
     def path_of(self, digest: str) -> Path:
         """Where a stored blob lies (for zero-copy dataset views); raises BlobNotFoundError."""

@@ -60,30 +60,47 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def _link_or_fetch(store: BlobStore) -> Callable[[str, Path], None]:
+def _link_or_fetch(store: BlobStore) -> Callable[[str, str], None]:
     if isinstance(store, LocalBlobStore):
 
-        def link(digest: str, target: Path) -> None:
+        def link(digest: str, target: str) -> None:
             try:
-                os.link(store.path_of(digest), target)
+                store.link_to(digest, target)
             except OSError as exc:
                 if exc.errno == errno.EXDEV:
                     raise ViewError(
-                        f"cannot hard-link blobs from {store.root} into {target.parent}: they "
-                        "are on different filesystems. Set INSITU_VIEWS_ROOT to a folder on the "
-                        "blob store's filesystem (views never copy image bytes)"
+                        f"cannot hard-link blobs from {store.root} into {Path(target).parent}: "
+                        "they are on different filesystems. Set INSITU_VIEWS_ROOT to a folder "
+                        "on the blob store's filesystem (views never copy image bytes)"
                     ) from exc
                 raise
 
         return link
 
-    def fetch(digest: str, target: Path) -> None:
+    def fetch(digest: str, target: str) -> None:
         data = store.get(digest)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
 
     return fetch
+
+
+def _plan(building: Path, files: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Check every path and make its folders; (digest, absolute target) per file."""
+    made: set[str] = set()
+    work: list[tuple[str, str]] = []
+    base = str(building)
+    for relative, digest in files:
+        folder, _, name = relative.rpartition("/")
+        if folder not in made:
+            check_relative_path(relative)
+            Path(base, folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        elif not _COMPONENT.match(name) or name in {".", ".."}:
+            raise ViewError(f"unsafe path in a dataset view: {relative[:200]!r}")
+        work.append((digest, f"{base}/{relative}"))
+    return work
 
 
 def build_view(
@@ -97,7 +114,7 @@ def build_view(
     """Build a view unless it exists; return its folder.
 
     ``files`` gives (relative path, blob digest) of every instance; ``documents`` the small
-    files written into the view's top folder.
+    files written into the view's top folder. ``on_progress`` hears of files placed, in steps.
     """
     final = view_path(root, view_name)
     if final.is_dir():
@@ -106,25 +123,25 @@ def build_view(
     building = root / f".building-{view_name}-{secrets.token_hex(6)}"
     building.mkdir()
     place = _link_or_fetch(store)
+    step = 1000
+
+    def placed(count: int) -> None:
+        if on_progress is not None:
+            on_progress(count)
+
     try:
-        made: set[Path] = set()
-        work: list[tuple[str, Path]] = []
-        for relative, digest in files:
-            target = building / check_relative_path(relative)
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
-            work.append((digest, target))
+        work = _plan(building, files)
         if isinstance(store, LocalBlobStore):
-            for digest, target in work:
+            for number, (digest, target) in enumerate(work, 1):
                 place(digest, target)
-                if on_progress is not None:
-                    on_progress(1)
+                if number % step == 0:
+                    placed(step)
         else:
             with ThreadPoolExecutor(max_workers=8) as pool:
-                for _ in pool.map(lambda item: place(*item), work):
-                    if on_progress is not None:
-                        on_progress(1)
+                for number, _ in enumerate(pool.map(lambda item: place(*item), work), 1):
+                    if number % step == 0:
+                        placed(step)
+        placed(len(work) % step)
         for name, content in documents.items():
             document = building / check_relative_path(name)
             document.write_bytes(content)
