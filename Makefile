@@ -28,3 +28,4 @@ bench:
 	./scripts/bootstrap.sh --bench
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/ledger_bench.py
+	$(BIN)/python bench/dataset_bench.py
