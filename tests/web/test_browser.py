@@ -89,3 +89,56 @@ def test_sign_in_and_out_in_chromium(site: str, page: object, tmp_path: Path) ->
     expect(page).to_have_url(site + "/login")
     page.goto(site + "/")
     expect(page).to_have_url(site + "/login?next=/")
+
+
+@pytest.fixture
+def dataset_site(platform: Platform, tmp_path: Path) -> Iterator[str]:
+    from insitu.catalog.service import SelectionCriteria
+    from insitu.datasets import service as datasets
+    from insitu.datasets.models import Tier
+    from insitu.ingest import service as ingest
+    from insitu.ingest.corpus import generate_corpus
+    from insitu.ingest.deid.table import Options
+    from insitu.ingest.sources import iter_sources
+
+    corpus = generate_corpus(tmp_path / "export", subjects=6, ct_slices=1, mr_slices=1)
+    ingest.ingest(platform, iter_sources([corpus.root]), site="DEMO", options=Options.parse(""))
+    with session_scope(platform.sessions) as session:
+        steward = access.create_user(session, "stella", Role.steward)
+        dataset = datasets.create_dataset(
+            session,
+            "chest-ct",
+            datasets.DatasetMetadata(
+                title="Chest CT and MR, synthetic",
+                description="Six synthetic subjects made by insitu's corpus generator.",
+                authors=("Curie, Marie", "Hounsfield, Godfrey"),
+                license="CC-BY-4.0",
+                tier=Tier.synthetic,
+            ),
+            steward.id,
+            criteria=SelectionCriteria(),
+        )
+        datasets.release(session, dataset, steward.id, platform.publication)
+        datasets.publish(session, dataset, steward.id, platform.publication)
+    with live_app(platform) as url:
+        yield url
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_public_landing_page_in_chromium(dataset_site: str, page: object, tmp_path: Path) -> None:
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    page.goto(dataset_site + "/pid/chest-ct.v1")  # the PID resolves to the landing page
+    expect(page).to_have_url(dataset_site + "/datasets/chest-ct/v1")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Chest CT and MR, synthetic")
+    expect(page.locator("#apa")).to_contain_text("Curie, M., & Hounsfield, G.")
+    expect(page.locator("#bibtex")).to_contain_text("@misc{chest_ct_v1_")
+    document = page.evaluate(
+        "JSON.parse(document.querySelector('script[type=\"application/ld+json\"]').textContent)"
+    )
+    assert document["@type"] == "Dataset"
+    assert document["name"] == "Chest CT and MR, synthetic"
+    assert _shot(page, tmp_path, "dataset-landing").stat().st_size > 20000
+    page.goto(dataset_site + "/datasets/chest-ct/v2")
+    expect(page.locator("body")).to_contain_text("no published dataset chest-ct v2")
