@@ -32,6 +32,8 @@ EXPECTED = {
     ("GET", "/api/v1/datasets"): ("any",),
     ("POST", "/api/v1/datasets"): ("steward",),
     ("GET", "/api/v1/datasets/{name}"): ("any",),
+    ("PATCH", "/api/v1/datasets/{name}"): ("any",),
+    ("POST", "/api/v1/datasets/{name}/stewards"): ("any",),
     ("POST", "/api/v1/datasets/{name}/release"): ("any",),
     ("POST", "/api/v1/datasets/{name}/publish"): ("any",),
     ("POST", "/api/v1/datasets/{name}/invalidate"): ("any",),
@@ -111,11 +113,8 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{name}", "p")
         .replace("{user_name}", "u")
     )
-    if method == "POST":
-        return int(client.post(url, content=b"x", headers=headers).status_code)
-    if method == "DELETE":
-        return int(client.delete(url, headers=headers).status_code)
-    return int(client.get(url, headers=headers).status_code)
+    content = b"x" if method in {"POST", "PATCH", "PUT"} else None
+    return int(client.request(method, url, content=content, headers=headers).status_code)
 
 
 @pytest.mark.parametrize(("method", "path"), [k for k, v in EXPECTED.items() if v != ("public",)])
@@ -202,6 +201,8 @@ OWNED: dict[tuple[str, str], int] = {
     ("DELETE", "/api/v1/projects/{name}/members/{user_name}"): 200,
     # The dataset "owned" is a draft that the owner stewards.
     ("GET", "/api/v1/datasets/{name}"): 200,
+    ("PATCH", "/api/v1/datasets/{name}"): 200,
+    ("POST", "/api/v1/datasets/{name}/stewards"): 201,
     ("POST", "/api/v1/datasets/{name}/release"): 200,
     ("POST", "/api/v1/datasets/{name}/publish"): 409,  # a draft: release it first
     ("POST", "/api/v1/datasets/{name}/invalidate"): 200,
@@ -220,6 +221,8 @@ OWNED: dict[tuple[str, str], int] = {
 BODIES: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
     ("POST", "/api/v1/datasets/{name}/invalidate"): {"reason": "test"},
+    ("PATCH", "/api/v1/datasets/{name}"): {"title": "Renamed"},
+    ("POST", "/api/v1/datasets/{name}/stewards"): {"user": "third"},
     ("POST", "/api/v1/datasets/{name}/grants"): {"user": "third"},
     ("POST", "/api/v1/datasets/{name}/revoke"): {"user": "third"},
     ("POST", "/api/v1/datasets/{name}/requests"): {"purpose": "research"},

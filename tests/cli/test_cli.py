@@ -279,6 +279,9 @@ def test_dataset_commands_against_a_live_server(
     )
     assert code == 0, err
     assert json.loads(out)["state"] == "draft"
+    code, out, _ = _invoke("dataset", "edit", "ct", "--title", "CT, renamed")
+    assert "CT, renamed" in out
+    assert "admin now stewards ct" in _invoke("dataset", "add-steward", "ct", "admin")[1]
     code, out, _ = _invoke("dataset", "release", "ct")
     assert code == 0
     assert "[released]" in out
@@ -319,6 +322,9 @@ def test_dataset_commands_against_a_live_server(
     assert "refused" in _invoke("dataset", "refuse", "ct", "1", "--reason", "no need")[1]
     code, out, _ = _invoke("dataset", "invalidate", "ct", "--reason", "test over")
     assert "invalidated: test over" in out
+    code, _, err = _invoke("dataset", "edit", "ct", "--title", "too late")
+    assert code == 1
+    assert "409" in err
 
 
 def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pyld import jsonld
 from rdflib import Graph, Namespace, URIRef
-from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF
+from rdflib.namespace import DCTERMS, FOAF, RDF
 
 from insitu.core.platform import Platform
 from insitu.datasets import service
@@ -28,6 +28,7 @@ from insitu.web.app import create_app
 from tests.factories import user_token
 
 CONTEXT_FILE = Path(__file__).parent / "data" / "schemaorg-context.jsonld"
+DCAT = Namespace("http://www.w3.org/ns/dcat#")  # open: rdflib's own warns on inspection
 HEALTH = Namespace("http://healthdataportal.eu/ns/health#")
 VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 

@@ -58,6 +58,23 @@ class NewDataset(BaseModel):
     series: list[str] | None = Field(default=None, max_length=100_000)
 
 
+class MetadataChange(BaseModel):
+    """Fields of a draft to change; those left out keep their value."""
+
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    authors: list[str] | None = Field(default=None, max_length=200)
+    license: str | None = Field(default=None, max_length=64)
+    purpose: str | None = Field(default=None, max_length=2_000)
+    terms: str | None = Field(default=None, max_length=20_000)
+
+
+class NewSteward(BaseModel):
+    """A user who will look after the dataset too."""
+
+    user: str = Field(max_length=64)
+
+
 class Invalidation(BaseModel):
     """Why a version becomes unusable."""
 
@@ -183,6 +200,44 @@ def show_dataset(
 ) -> dict[str, Any]:
     """A dataset version (the newest by default), if you may see it."""
     return _info(session, _visible(session, name, principal.user_id, version), principal.user_id)
+
+
+@router.patch("/{name}")
+def update_dataset(
+    name: str, body: MetadataChange, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Change the newest draft's metadata (its stewards; released versions are frozen)."""
+    dataset = _visible(session, name, principal.user_id)
+    metadata = service.DatasetMetadata(
+        title=body.title if body.title is not None else dataset.title,
+        description=body.description if body.description is not None else dataset.description,
+        authors=tuple(body.authors if body.authors is not None else dataset.authors),
+        license=body.license if body.license is not None else dataset.license,
+        purpose=body.purpose if body.purpose is not None else dataset.purpose,
+        terms=body.terms if body.terms is not None else dataset.terms,
+        tier=dataset.tier,
+    )
+    try:
+        service.update_metadata(session, dataset, metadata, principal.user_id)
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return _info(session, dataset, principal.user_id)
+
+
+@router.post("/{name}/stewards", status_code=status.HTTP_201_CREATED)
+def add_steward(
+    name: str, body: NewSteward, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Add a steward to the newest version (its stewards)."""
+    dataset = _visible(session, name, principal.user_id)
+    user = access.get_user(session, body.user)
+    if user is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="no such user")
+    try:
+        service.add_steward(session, dataset, user.id, principal.user_id)
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return {"steward": user.name}
 
 
 def _steward_action(

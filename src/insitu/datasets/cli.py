@@ -87,6 +87,41 @@ def create(
     _show(api_request("POST", "/datasets", json_body=body), json_output)
 
 
+@dataset_app.command("edit")
+def edit(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    title: Annotated[str | None, typer.Option(help="New title.")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    author: Annotated[
+        list[str] | None, typer.Option(help="An author (repeat; replaces the list).")
+    ] = None,
+    license_id: Annotated[str | None, typer.Option("--license", help="SPDX license id.")] = None,
+    purpose: Annotated[str | None, typer.Option(help="What it is for.")] = None,
+    terms: Annotated[str | None, typer.Option(help="Terms of use.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Change the newest draft's metadata (its stewards); options left out keep their value."""
+    body = {
+        "title": title,
+        "description": description,
+        "authors": author,
+        "license": license_id,
+        "purpose": purpose,
+        "terms": terms,
+    }
+    _show(api_request("PATCH", f"/datasets/{name}", json_body=body), json_output)
+
+
+@dataset_app.command("add-steward")
+def add_steward(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    user: Annotated[str, typer.Argument(help="The user who will steward it too.")],
+) -> None:
+    """Add a steward to the newest version (its stewards)."""
+    api_request("POST", f"/datasets/{name}/stewards", json_body={"user": user})
+    typer.echo(f"{user} now stewards {name}")
+
+
 @dataset_app.command("list")
 def list_datasets(json_output: JsonFlag = False) -> None:
     """Datasets you may see."""
