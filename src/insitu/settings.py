@@ -19,7 +19,11 @@ DEFAULT_SECRET_KEY = "insecure-default-secret-change-me"  # noqa: S105 - the sen
 SETTINGS_FILE_NAME = "settings.env"
 
 
-class InsecureSettingsError(RuntimeError):
+class SettingsError(RuntimeError):
+    """The deployment's settings cannot work; the message names the setting to fix."""
+
+
+class InsecureSettingsError(SettingsError):
     """Raised when a non-demo deployment would run with a default secret."""
 
 

@@ -136,3 +136,19 @@ def test_release_reserves_a_doi_and_publish_registers_it(
         # The local resolver knows DOIs too.
         answer = client.get("/pid/10.80000/chest.v1", follow_redirects=False)
         assert answer.headers["location"] == "/datasets/chest/v1"
+
+
+def test_misconfigured_minters_stop_the_platform_with_the_setting_to_fix(tmp_path: Path) -> None:
+    from insitu.settings import SettingsError
+
+    (tmp_path / "home").mkdir()
+    for overrides, message in (
+        ({"pid_minter": "handle"}, "INSITU_PID_MINTER 'handle' is unknown"),
+        ({"pid_minter": "datacite", "datacite_prefix": ""}, "INSITU_DATACITE_PREFIX"),
+        (
+            {"pid_minter": "datacite", "datacite_prefix": "10.80000"},
+            "INSITU_DATACITE_REPOSITORY_ID and INSITU_DATACITE_PASSWORD",
+        ),
+    ):
+        with pytest.raises(SettingsError, match=message):
+            open_platform(make_settings(tmp_path / "home", **overrides))

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from insitu.core.platform import Platform, open_platform
-from insitu.settings import InsecureSettingsError, Settings, load_settings
+from insitu.settings import Settings, SettingsError, load_settings
 
 stderr = Console(stderr=True)
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -48,7 +48,7 @@ def local_platform(settings: Settings | None = None) -> Iterator[Platform]:
         fail(f"no deployment at {settings.home}: run `insitu init` first (or set INSITU_HOME)")
     try:
         platform = open_platform(settings)
-    except InsecureSettingsError as exc:
+    except SettingsError as exc:
         fail(str(exc))
     try:
         yield platform

@@ -30,7 +30,7 @@ from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
 from insitu.ledger import service as ledger
 from insitu.ledger.cli import ledger_app
 from insitu.ledger.keys import ensure_log_key, load_log_signer
-from insitu.settings import InsecureSettingsError, Settings, write_settings_file
+from insitu.settings import Settings, SettingsError, write_settings_file
 
 app = typer.Typer(
     name="insitu",
@@ -61,7 +61,7 @@ def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | No
     settings = settings_or_fail(demo=settings.demo)
     try:
         platform = open_platform(settings)
-    except InsecureSettingsError as exc:
+    except SettingsError as exc:
         fail(str(exc))
     ensure = getattr(platform.store, "ensure_bucket", None)
     if callable(ensure):
@@ -113,7 +113,7 @@ def serve(
     settings = settings_or_fail()
     try:
         platform = open_platform(settings)
-    except InsecureSettingsError as exc:
+    except SettingsError as exc:
         fail(str(exc))
     try:
         _serve(platform, host, port)

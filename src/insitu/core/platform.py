@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from insitu.datasets.pids import Publication, publication_from_settings
+from insitu.datasets.pids import MinterError, Publication, publication_from_settings
 from insitu.db import make_engine, make_session_factory, migrate
-from insitu.settings import Settings
+from insitu.settings import Settings, SettingsError
 from insitu.storage.protocol import BlobStore
 from insitu.storage.service import store_from_settings
 
@@ -32,6 +32,10 @@ class Platform:
 def open_platform(settings: Settings, run_migrations: bool = True) -> Platform:
     """Open a deployment: check secrets, connect, migrate, open the store."""
     settings.check_secrets()
+    try:
+        publication = publication_from_settings(settings)
+    except MinterError as exc:
+        raise SettingsError(str(exc)) from exc
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     if run_migrations:
@@ -41,5 +45,5 @@ def open_platform(settings: Settings, run_migrations: bool = True) -> Platform:
         engine=engine,
         sessions=make_session_factory(engine),
         store=store_from_settings(settings),
-        publication=publication_from_settings(settings),
+        publication=publication,
     )
