@@ -65,6 +65,8 @@ class Withdrawal:
     digests: list[str] = field(default_factory=list)
     emptied: list[tuple[str, int]] = field(default_factory=list)
     """Versions that held only this subject: invalidated, with no new version."""
+    held: list[tuple[str, int]] = field(default_factory=list)
+    """Every version that held the subject: none of their views may survive."""
 
 
 def subject_digest(pseudonym: str) -> str:
@@ -133,6 +135,7 @@ def withdraw_subject(
     withdrawn = set(series_ids)
     actor = ledger.user_actor(actor_id)
     for dataset in affected:
+        result.held.append((dataset.name, dataset.version))
         if dataset.state in (DatasetState.released, DatasetState.published):
             remaining = [s for s in service.series_of(session, dataset) if s not in withdrawn]
             if remaining:
@@ -191,7 +194,7 @@ def collect_blobs(
 ) -> int:
     """After the withdrawal is committed: remove the invalidated versions' views and delete the
     blobs no catalogue entry references any more. Returns how many blobs were deleted."""
-    for name, version in withdrawal.invalidated:
+    for name, version in withdrawal.held:
         dataset = service.get_dataset(session, name, version)
         if dataset is not None:
             remove_view(views_root, dataset)
