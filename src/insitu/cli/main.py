@@ -58,7 +58,9 @@ app.add_typer(dataset_app, name="dataset")
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:
     write_settings_file(settings.home)
-    settings = settings_or_fail(demo=settings.demo)
+    # Read again for the secret just written; keep what the caller set explicitly.
+    kept = {k: getattr(settings, k) for k in settings.model_fields_set if k != "secret_key"}
+    settings = settings_or_fail(**kept)
     try:
         platform = open_platform(settings)
     except SettingsError as exc:
@@ -226,7 +228,12 @@ def demo(
 
     Demo tokens and passwords (for http://HOST:PORT/login) are in
     $INSITU_HOME/demo-accounts.json; this machine's CLI is logged in as the demo researcher."""
-    settings = settings_or_fail(demo=True)
+    overrides: dict[str, object] = {"demo": True}
+    if not os.environ.get("INSITU_PUBLIC_URL"):  # PIDs and landing pages point at this server
+        overrides["public_url"] = f"http://{host}:{port}"
+    if not os.environ.get("INSITU_PUBLISHER"):
+        overrides["publisher"] = "insitu demo"
+    settings = settings_or_fail(**overrides)
     platform, info = prepare_demo(settings)
     accounts = info["accounts"]
     assert isinstance(accounts, dict)  # noqa: S101 - built just above
