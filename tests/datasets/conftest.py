@@ -32,12 +32,18 @@ class World:
     outsider: int
 
 
-@pytest.fixture
-def world(platform: Platform, tmp_path: Path) -> World:
+def ingest_clinical_corpus(
+    platform: Platform, tmp_path: Path, subjects: int, ct_slices: int
+) -> None:
+    """Synthetic subjects (CT and one MR slice each) with their clinical records, ingested."""
     corpus = generate_corpus(
-        tmp_path / "export", subjects=3, ct_slices=2, mr_slices=1, rows=16, columns=16
+        tmp_path / "export",
+        subjects=subjects,
+        ct_slices=ct_slices,
+        mr_slices=1,
+        rows=16,
+        columns=16,
     )
-    clinical = write_clinical(corpus, tmp_path / "clinical.csv")
     mapping = tmp_path / "map.toml"
     mapping.write_text(CLINICAL_MAPPING_TOML)
     ingest.ingest(
@@ -45,8 +51,13 @@ def world(platform: Platform, tmp_path: Path) -> World:
         iter_sources([corpus.root]),
         site="SITE-A",
         options=Options.parse(""),
-        clinical=(clinical, ClinicalMapping.load(mapping)),
+        clinical=(write_clinical(corpus, tmp_path / "clinical.csv"), ClinicalMapping.load(mapping)),
     )
+
+
+@pytest.fixture
+def world(platform: Platform, tmp_path: Path) -> World:
+    ingest_clinical_corpus(platform, tmp_path, subjects=3, ct_slices=2)
     with session_scope(platform.sessions) as session:
         ids = [
             access.create_user(session, name, role).id

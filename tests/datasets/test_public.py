@@ -19,12 +19,8 @@ from rdflib.namespace import DCTERMS, FOAF, RDF
 from insitu.core.platform import Platform
 from insitu.datasets import service
 from insitu.db import session_scope
-from insitu.ingest import service as ingest
-from insitu.ingest.clinical import ClinicalMapping
-from insitu.ingest.corpus import CLINICAL_MAPPING_TOML, generate_corpus, write_clinical
-from insitu.ingest.deid.table import Options
-from insitu.ingest.sources import iter_sources
 from insitu.web.app import create_app
+from tests.datasets.conftest import ingest_clinical_corpus
 from tests.factories import user_token
 
 CONTEXT_FILE = Path(__file__).parent / "data" / "schemaorg-context.jsonld"
@@ -35,18 +31,7 @@ VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 
 @pytest.fixture
 def client(platform: Platform, tmp_path: Path) -> Iterator[TestClient]:
-    corpus = generate_corpus(
-        tmp_path / "export", subjects=6, ct_slices=1, mr_slices=1, rows=16, columns=16
-    )
-    mapping = tmp_path / "map.toml"
-    mapping.write_text(CLINICAL_MAPPING_TOML)
-    ingest.ingest(
-        platform,
-        iter_sources([corpus.root]),
-        site="SITE-A",
-        options=Options.parse(""),
-        clinical=(write_clinical(corpus, tmp_path / "clinical.csv"), ClinicalMapping.load(mapping)),
-    )
+    ingest_clinical_corpus(platform, tmp_path, subjects=6, ct_slices=1)
     with TestClient(create_app(platform)) as test_client:
         yield test_client
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from insitu.access.permissions import SESSION_COOKIE, MaybeUser, get_platform
+from insitu.access.permissions import SESSION_COOKIE, MaybeUser, Public, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.access.web import page_context
 from insitu.core.platform import Platform
@@ -75,42 +75,40 @@ def landing_page(
     return templates(request).TemplateResponse(request, "dataset_landing.html", context)
 
 
-@router.get("/datasets/{name}/v{version}/schema.jsonld")
-def schema_org(
+def shown_record(
     name: str, version: int, principal: MaybeUser, session: DbSessionDep, platform: PlatformDep
-) -> JSONResponse:
+) -> fair.Citable:
+    """The public facts of the version in the path, if the caller may see it."""
+    return _citable(session, platform, _shown(session, name, version, principal), principal)
+
+
+ShownRecord = Annotated[fair.Citable, Depends(shown_record)]
+
+
+@router.get("/datasets/{name}/v{version}/schema.jsonld", dependencies=[Public])
+def schema_org(record: ShownRecord) -> JSONResponse:
     """The schema.org Dataset description (JSON-LD)."""
-    record = _citable(session, platform, _shown(session, name, version, principal), principal)
     return JSONResponse(fair.schema_org(record), media_type="application/ld+json")
 
 
-@router.get("/datasets/{name}/v{version}/datacite.json")
-def datacite_json(
-    name: str, version: int, principal: MaybeUser, session: DbSessionDep, platform: PlatformDep
-) -> JSONResponse:
+@router.get("/datasets/{name}/v{version}/datacite.json", dependencies=[Public])
+def datacite_json(record: ShownRecord) -> JSONResponse:
     """DataCite metadata (schema 4) as the DataCite REST API takes it."""
-    record = _citable(session, platform, _shown(session, name, version, principal), principal)
     return JSONResponse(
         {"data": {"type": "dois", "attributes": fair.datacite_json(record)}},
         media_type="application/vnd.api+json",
     )
 
 
-@router.get("/datasets/{name}/v{version}/datacite.xml")
-def datacite_xml(
-    name: str, version: int, principal: MaybeUser, session: DbSessionDep, platform: PlatformDep
-) -> Response:
+@router.get("/datasets/{name}/v{version}/datacite.xml", dependencies=[Public])
+def datacite_xml(record: ShownRecord) -> Response:
     """DataCite metadata (kernel-4 XML)."""
-    record = _citable(session, platform, _shown(session, name, version, principal), principal)
     return Response(fair.datacite_xml(record), media_type="application/xml")
 
 
-@router.get("/datasets/{name}/v{version}/dcat.ttl")
-def dcat(
-    name: str, version: int, principal: MaybeUser, session: DbSessionDep, platform: PlatformDep
-) -> Response:
+@router.get("/datasets/{name}/v{version}/dcat.ttl", dependencies=[Public])
+def dcat(record: ShownRecord, platform: PlatformDep) -> Response:
     """DCAT-AP with HealthDCAT-AP fields, in Turtle."""
-    record = _citable(session, platform, _shown(session, name, version, principal), principal)
     catalogue = f"{platform.publication.public_url}/datasets"
     return Response(fair.dcat_turtle(record, catalogue), media_type="text/turtle")
 
