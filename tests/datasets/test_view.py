@@ -123,3 +123,14 @@ def test_invalidating_removes_the_view(world: World) -> None:
         assert dataset is not None
         with pytest.raises(ViewError, match="invalidated"):
             ensure_view(session, platform.store, root, dataset)
+
+
+def test_a_corrupted_version_gets_no_view(world: World) -> None:
+    _released(world)
+    platform = world.platform
+    with session_scope(platform.sessions) as session:
+        dataset = datasets.get_dataset(session, "chest")
+        assert dataset is not None
+        datasets.mark_corrupted(session, dataset, "blob changed")
+        with pytest.raises(ViewError, match="corrupted"):
+            ensure_view(session, platform.store, platform.settings.resolved_views_root, dataset)

@@ -84,6 +84,11 @@ def ensure_view(
             f"{dataset.name} v{dataset.version} is {dataset.state.value}: only released "
             "versions have a view"
         )
+    if dataset.corrupted:
+        raise views.ViewError(
+            f"{dataset.name} v{dataset.version} failed its integrity check (corrupted): it has "
+            "no view; see `insitu dataset verify`"
+        )
     existing = views.view_path(root, view_name(dataset))
     if existing.is_dir():
         return existing
