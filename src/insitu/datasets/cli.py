@@ -293,6 +293,10 @@ def verify(
         except service.DatasetError as exc:
             fail(str(exc))
         label = f"{dataset.name} v{dataset.version}"
+        if not result.ok:  # a corrupted version must not stay mountable
+            from insitu.datasets.view import remove_view
+
+            remove_view(platform.settings.resolved_views_root, dataset)
     problems = result.problems or []
     if json_output:
         emit_json({"ok": result.ok, "instances": result.instances, "problems": problems})
