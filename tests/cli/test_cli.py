@@ -314,6 +314,16 @@ def test_dataset_commands_against_a_live_server(
     assert "subject withdrawn: 3 instances, 3 blobs deleted" in out
     assert "new version: ct v2" in out
     assert not view.exists()
+    # A blob changed behind insitu's back: verify marks v2 corrupted and drops its view.
+    code, out, _ = _invoke("dataset", "view", "ct")
+    view2 = Path(out.strip())
+    victim = next(view2.rglob("*.dcm"))
+    victim.chmod(0o644)
+    victim.write_bytes(victim.read_bytes() + b"tampered")
+    code, out, _ = _invoke("dataset", "verify", "ct")
+    assert code == 1
+    assert "CORRUPTED" in out
+    assert not view2.exists()
     monkeypatch.setenv("INSITU_TOKEN", live_server["admin"])
     assert "request 1" in _invoke("dataset", "request", "ct", "--purpose", "QA")[1]
     monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
