@@ -122,5 +122,6 @@ def import_all_models() -> None:
     from insitu.ingest import models as _ingest
     from insitu.ledger import guard as _guard
     from insitu.ledger import models as _ledger
+    from insitu.tools import models as _tools
 
-    del _access, _catalog, _datasets, _ingest, _guard, _ledger
+    del _access, _catalog, _datasets, _ingest, _guard, _ledger, _tools

@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     views_root: Path | None = None
     """Where dataset views are built (default: ``home``/views). With the local blob store it
     must be on the blob store's filesystem: views are hard links, never copies."""
+    tools_root: Path | None = None
+    """Where tool environments are built, one folder per tool version (default:
+    ``home``/tools); jobs mount one read-only at /opt/tool."""
+    tool_wheel_dir: Path | None = None
+    """A local folder of wheels that tool environments install from (no network needed)."""
+    tool_index_url: str = ""
+    """A package index for tool environments (when no wheel folder is set); the build then
+    gets network access, and nothing else."""
+    tool_python: str = "/usr/bin/python3"
+    """The interpreter tool environments (and jobs) run: the host's, mounted read-only."""
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 
@@ -116,6 +126,11 @@ class Settings(BaseSettings):
     def resolved_views_root(self) -> Path:
         """The folder that holds one read-only view per released dataset version."""
         return self.views_root or self.home / "views"
+
+    @property
+    def resolved_tools_root(self) -> Path:
+        """The folder of built tool environments."""
+        return self.tools_root or self.home / "tools"
 
     @property
     def resolved_publisher(self) -> str:

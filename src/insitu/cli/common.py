@@ -100,8 +100,11 @@ def api_request(
     *,
     params: dict[str, Any] | None = None,
     json_body: Any = None,
+    content: bytes | None = None,
+    extra_headers: dict[str, str] | None = None,
     token: str | None = None,
     anonymous: bool = False,
+    timeout: float = 60,
 ) -> Any:
     """Call an API path; failures become a one-line error. Returns the JSON body (or None).
 
@@ -109,14 +112,16 @@ def api_request(
     url = api_url()
     token = None if anonymous else token or api_token(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers |= extra_headers or {}
     try:
         response = httpx.request(
             method,
             f"{url}/api/v1{path}",
             params={k: v for k, v in (params or {}).items() if v is not None},
             json=json_body,
+            content=content,
             headers=headers,
-            timeout=60,
+            timeout=timeout,
         )
     except httpx.HTTPError as exc:
         fail(

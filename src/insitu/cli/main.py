@@ -31,6 +31,7 @@ from insitu.ledger import service as ledger
 from insitu.ledger.cli import ledger_app
 from insitu.ledger.keys import ensure_log_key, load_log_signer
 from insitu.settings import Settings, SettingsError, write_settings_file
+from insitu.tools.cli import tool_app
 
 app = typer.Typer(
     name="insitu",
@@ -54,6 +55,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(project_app, name="project")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(tool_app, name="tool")
 
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:

@@ -17,6 +17,7 @@ from insitu.datasets.api import withdrawals_router
 from insitu.datasets.web import router as dataset_pages
 from insitu.ingest.api import router as ingest_router
 from insitu.ledger.api import router as ledger_router
+from insitu.tools.api import router as tools_router
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
 from insitu.web.render import STATIC
@@ -47,6 +48,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(ledger_router)
     api.include_router(datasets_router)
     api.include_router(withdrawals_router)
+    api.include_router(tools_router)
     app.include_router(api)
     app.include_router(pages_router)
     app.include_router(metrics_router)
