@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from insitu.access import service as access
+from insitu.access.models import Role
 from insitu.access.permissions import iter_api_routes, route_permission
 from insitu.catalog.service import SelectionCriteria
 from insitu.core.platform import Platform
@@ -16,8 +17,11 @@ from insitu.db import session_scope
 from insitu.ingest import service as ingest
 from insitu.ingest.deid.table import Options
 from insitu.ingest.sources import SourceItem
+from insitu.tools import service as tools
+from insitu.tools.environment import build_settings
 from insitu.web.app import create_app
 from tests.factories import encode, minimal_dataset, user_token
+from tests.tools.bundles import oci_bundle
 
 # Every route of the API and who may call it. A new route must be added here (the test below
 # fails otherwise), and gets the refusal tests for free.
@@ -49,6 +53,14 @@ EXPECTED = {
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): ("any",),
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): ("any",),
     ("POST", "/api/v1/withdrawals"): ("steward",),
+    ("POST", "/api/v1/tools"): ("admin", "maintainer"),
+    ("GET", "/api/v1/tools"): ("any",),
+    ("GET", "/api/v1/tools/{name}"): ("any",),
+    ("POST", "/api/v1/tools/{name}/{version}/submit"): ("any",),
+    ("POST", "/api/v1/tools/{name}/{version}/verify"): ("admin", "steward"),
+    ("POST", "/api/v1/tools/{name}/{version}/reject"): ("admin", "steward"),
+    ("POST", "/api/v1/tools/{name}/{version}/deprecate"): ("any",),
+    ("POST", "/api/v1/tools/{name}/{version}/runnable"): ("any",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
     ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
     ("GET", "/datasets/{name}/v{version}/datacite.json"): ("public",),
@@ -111,6 +123,7 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{grant_id}", "1")
         .replace("{request_id}", "1")
         .replace("{name}", "p")
+        .replace("{version}", "1")
         .replace("{user_name}", "u")
     )
     content = b"x" if method in {"POST", "PATCH", "PUT"} else None
@@ -184,7 +197,12 @@ def test_public_routes_and_docs(client: TestClient) -> None:
 # role must get 403 and change nothing. Objects that are not owned by a user (ingest batches:
 # the stewards' shared work) are listed in NOT_OWNED. A new route with a path parameter must be
 # added to one of the two.
-NOT_OWNED = {("GET", "/api/v1/ingest/batches/{batch_id}")}
+NOT_OWNED = {
+    ("GET", "/api/v1/ingest/batches/{batch_id}"),
+    # Reviews are the reviewers' shared work (and never the maintainer's own: tests/tools).
+    ("POST", "/api/v1/tools/{name}/{version}/verify"),
+    ("POST", "/api/v1/tools/{name}/{version}/reject"),
+}
 # Public pages of dataset versions: anyone once published; before that only the dataset's
 # stewards and grantees, and a 404 for everyone else (signed in or not).
 PUBLISHED_ONLY = {
@@ -217,6 +235,11 @@ OWNED: dict[tuple[str, str], int] = {
     ("GET", "/api/v1/datasets/{name}/requests"): 200,
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): 422,  # no such request
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): 422,
+    # The tool "owned" is a draft (an OCI image) that the owner maintains.
+    ("GET", "/api/v1/tools/{name}"): 200,
+    ("POST", "/api/v1/tools/{name}/{version}/submit"): 200,
+    ("POST", "/api/v1/tools/{name}/{version}/deprecate"): 409,  # a draft: verify it first
+    ("POST", "/api/v1/tools/{name}/{version}/runnable"): 200,
 }
 BODIES: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
@@ -228,6 +251,8 @@ BODIES: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/datasets/{name}/requests"): {"purpose": "research"},
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/approve"): {},
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): {"note": "no"},
+    ("POST", "/api/v1/tools/{name}/{version}/deprecate"): {"reason": "old", "successor": "x@1"},
+    ("POST", "/api/v1/tools/{name}/{version}/runnable"): {"datasets": ["owned"]},
 }
 
 
@@ -268,7 +293,16 @@ def _owned_object(
             criteria=SelectionCriteria(),
         )
         grant_id = datasets.grant(session, dataset, owner_user.id, user_id=third.id).id
+        maintainer = access.Principal(owner_user.id, "owner", Role.maintainer)
+        tools.publish(
+            session,
+            platform.store,
+            build_settings(platform.settings),
+            oci_bundle("owned"),
+            maintainer,
+        )
     return {
+        "version": "1.0.0",
         "token_id": str(token_id),
         "name": "owned",
         "user_name": "third",

@@ -1,6 +1,6 @@
 """Tool routes: maintainers publish bundles, reviewers verify or reject, everyone finds verified
 tools. Drafts and versions in review are visible to their maintainer and the reviewers only;
-to anyone else they do not exist (404), like names that were never published."""
+anyone else gets the same 403 as for a name never published, so drafts cannot be probed."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from insitu.tools.models import Tool, ToolVersion
 
 router = APIRouter(prefix="/tools", tags=["tools"])
 PlatformDep = Annotated[Platform, Depends(get_platform)]
-Maintainer = Annotated[Principal, Depends(require(Role.maintainer))]
+Maintainer = Annotated[Principal, Depends(require(Role.maintainer, Role.admin))]
 Reviewer = Annotated[Principal, Depends(require(Role.admin, Role.steward))]
 
 
@@ -33,6 +33,12 @@ class ReviewNote(BaseModel):
     """A reviewer's note (required when rejecting)."""
 
     note: str = Field(default="", max_length=5_000)
+
+
+class RunCheck(BaseModel):
+    """The datasets (names; their newest versions) a run would use."""
+
+    datasets: list[str] = Field(min_length=1, max_length=20)
 
 
 class Deprecation(BaseModel):
@@ -83,7 +89,7 @@ def _visible(session: Session, principal: Principal, name: str, version: str | N
     found = service.get_version(session, name, version)
     if found is None or not service.can_see(session, found, principal):
         label = f"{name}@{version}" if version else name
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no tool {label}")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"no tool {label} you may see")
     return found
 
 
@@ -198,22 +204,20 @@ def deprecate(
     return _info(session, service.tool_of(session, found), found)
 
 
-@router.get("/{name}/{version}/runnable")
+@router.post("/{name}/{version}/runnable")
 def runnable(
-    name: str,
-    version: str,
-    principal: AnyUser,
-    session: DbSessionDep,
-    dataset: Annotated[list[str], Query(max_length=20)],
+    name: str, version: str, body: RunCheck, principal: AnyUser, session: DbSessionDep
 ) -> dict[str, Any]:
     """Whether you may run this version on the named datasets (newest versions), and why not:
-    the tool's side of the decision a job's preflight makes."""
+    the tool's side of the decision a job's preflight makes (nothing is changed)."""
     found = _visible(session, principal, name, version)
     targets = []
-    for dataset_name in dataset:
+    for dataset_name in body.datasets:
         target = datasets.get_dataset(session, dataset_name)
         if target is None or not datasets.can_see_dataset(session, principal.user_id, target):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dataset {dataset_name}")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail=f"no dataset {dataset_name!r} of yours"
+            )
         targets.append(target)
     decision = service.check_runnable(session, found, targets, principal.user_id)
     return {"allowed": decision.allowed, "reasons": decision.reasons}
