@@ -159,7 +159,7 @@ def publish(
             TOOL_ENVIRONMENT_BUILT,
             actor=ledger.HOST_ACTOR,
             subject=_subject(tool, version),
-            payload={"seconds": round(environment.seconds, 2)},
+            payload={"milliseconds": int(environment.seconds * 1000)},
         )
     return Published(version, environment)
 
@@ -180,7 +180,7 @@ def environment_of(
             TOOL_ENVIRONMENT_BUILT,
             actor=ledger.HOST_ACTOR,
             subject=_subject(tool, version),
-            payload={"seconds": round(environment.seconds, 2)},
+            payload={"milliseconds": int(environment.seconds * 1000)},
         )
     return environment
 
