@@ -241,7 +241,7 @@ OWNED: dict[tuple[str, str], int] = {
     ("POST", "/api/v1/tools/{name}/{version}/deprecate"): 409,  # a draft: verify it first
     ("POST", "/api/v1/tools/{name}/{version}/runnable"): 200,
 }
-BODIES: dict[tuple[str, str], dict[str, str]] = {
+BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
     ("POST", "/api/v1/datasets/{name}/invalidate"): {"reason": "test"},
     ("PATCH", "/api/v1/datasets/{name}"): {"title": "Renamed"},

@@ -362,6 +362,6 @@ def test_check_runnable_is_the_tool_side_of_the_decision(
     ).json()
     assert answer == {"allowed": False, "reasons": deprecated.reasons}
     with session_scope(tool_platform.sessions) as session:
-        version = tools.get_version(session, "summary", "2.0.0")
-        assert version is not None
-        assert version.state == ToolState.verified
+        successor = tools.get_version(session, "summary", "2.0.0")
+        assert successor is not None
+        assert successor.state == ToolState.verified
