@@ -3,6 +3,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSITU_HOME ?= ./insitu-home
 export INSITU_HOME
+# The demo's example tools build their environments from the wheels bootstrap downloads.
+INSITU_TOOL_WHEEL_DIR ?= $(CURDIR)/.wheelhouse
+export INSITU_TOOL_WHEEL_DIR
 
 .PHONY: run test lint typecheck unit bench bootstrap
 

@@ -43,3 +43,19 @@ if [ ! -f .stamps/npm ] || [ tests/oidc/package-lock.json -nt .stamps/npm ] \
   npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
   touch .stamps/npm
 fi
+# The wheels of the demo's example tools, for their sandboxed environments (no network there):
+# downloaded once with the host's Python (the one tool environments run), hashes checked.
+WHEELHOUSE=.wheelhouse
+TOOL_REQUIREMENTS=(src/insitu/tools/examples/*/requirements.txt)
+stale=0
+for requirements in "${TOOL_REQUIREMENTS[@]}"; do
+  [ -f .stamps/wheelhouse ] && [ ! "$requirements" -nt .stamps/wheelhouse ] || stale=1
+done
+if ((stale)); then
+  echo "bootstrap: downloading the example tools' wheels into $WHEELHOUSE"
+  for requirements in "${TOOL_REQUIREMENTS[@]}"; do
+    /usr/bin/python3 -m pip download -q --only-binary=:all: --require-hashes \
+      -d "$WHEELHOUSE" -r "$requirements"
+  done
+  touch .stamps/wheelhouse
+fi

@@ -130,6 +130,7 @@ DEMO_ACCOUNTS = (
     ("steward", Role.steward),
     ("researcher", Role.researcher),
     ("auditor", Role.auditor),
+    ("maintainer", Role.maintainer),
 )
 
 
@@ -183,9 +184,53 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
             clinical=(clinical, ClinicalMapping.load(mapping_path)),
         )
     _demo_dataset(platform)
+    _demo_tools(platform)
     with session_scope(platform.sessions) as session:  # a checkpoint covering the sample data
         ledger.create_checkpoint(session, load_log_signer(settings))
     return platform, {"accounts": accounts, "report": result.report}
+
+
+def _demo_tools(platform: Platform) -> None:
+    """The two example tools, published by the demo maintainer and verified by its steward."""
+    from insitu.tools import service as tools
+    from insitu.tools.environment import EnvironmentBuildError, build_settings
+    from insitu.tools.manifest import pack_folder
+
+    settings = platform.settings
+    if settings.tool_wheel_dir is None and not settings.tool_index_url:
+        stderr.print(
+            "demo: example tools skipped: set INSITU_TOOL_WHEEL_DIR (make run does) or "
+            "INSITU_TOOL_INDEX_URL to build their environments"
+        )
+        return
+    for folder in sorted(tools.EXAMPLES.iterdir()):
+        with session_scope(platform.sessions) as session:
+            maintainer = access.get_user(session, "maintainer")
+            steward = access.get_user(session, "steward")
+            if maintainer is None or steward is None:
+                return
+            if tools.get_version(session, folder.name) is not None:
+                continue
+            with stderr.status(f"demo: building the environment of the tool {folder.name}"):
+                try:
+                    published = tools.publish(
+                        session,
+                        platform.store,
+                        build_settings(settings),
+                        pack_folder(folder),
+                        access.Principal(maintainer.id, maintainer.name, maintainer.role),
+                    )
+                except EnvironmentBuildError as exc:
+                    stderr.print(f"demo: the tool {folder.name} was skipped: {exc}")
+                    continue
+            version = published.version
+            tools.submit(session, version, access.Principal(maintainer.id, "", maintainer.role))
+            tools.verify(
+                session,
+                version,
+                access.Principal(steward.id, steward.name, steward.role),
+                "example tool shipped with insitu",
+            )
 
 
 def _demo_dataset(platform: Platform) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from markdown_it import MarkdownIt
 from sqlalchemy import func, select
@@ -35,6 +36,8 @@ TOOL_ENVIRONMENT_BUILT = events.register(
 )
 TOOL_USED = events.register("tool.used", "a job or session ran a tool version")
 REVIEWER_ROLES = frozenset({Role.admin, Role.steward})
+EXAMPLES = Path(__file__).parent / "examples"
+"""The example tools the demo publishes: dataset-summary and radiomics-classifier."""
 
 
 class ToolError(ValueError):
