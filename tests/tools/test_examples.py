@@ -1,0 +1,153 @@
+"""The two example tools, published, verified and run as a job runs them: in a bubblewrap
+sandbox with the dataset view read-only at /data, the environment read-only at /opt/tool,
+/results writable, no network. Their wheels come from .wheelhouse (scripts/bootstrap.sh)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from insitu.access import service as access
+from insitu.access.models import Role
+from insitu.catalog.service import SelectionCriteria
+from insitu.core.platform import open_platform
+from insitu.datasets import service as datasets
+from insitu.datasets.models import Tier
+from insitu.datasets.view import ensure_view
+from insitu.db import session_scope
+from insitu.tools import service as tools
+from insitu.tools.environment import BWRAP, build_settings
+from insitu.tools.manifest import pack_folder
+from tests.conftest import make_settings
+from tests.datasets.conftest import ingest_clinical_corpus
+
+WHEELHOUSE = Path(__file__).resolve().parents[2] / ".wheelhouse"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(BWRAP).exists(), reason="bubblewrap is not installed"),
+]
+
+
+def _run(environment: Path, view: Path, results: Path, command: list[str]) -> str:
+    mount = f"/data/{view.name}"
+    done = subprocess.run(
+        [
+            BWRAP,
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind",
+            str(environment),
+            "/opt/tool",
+            "--ro-bind",
+            str(view),
+            mount,
+            "--bind",
+            str(results),
+            "/results",
+            "--clearenv",
+            "--setenv",
+            "HOME",
+            "/tmp",
+            "--setenv",
+            "PATH",
+            "/usr/bin",
+            "--setenv",
+            "INSITU_DATASETS",
+            mount,
+            "--setenv",
+            "INSITU_RESULTS",
+            "/results",
+            "--",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_example_tools_publish_verify_and_run(tmp_path: Path) -> None:
+    if not WHEELHOUSE.is_dir():
+        pytest.fail(f"{WHEELHOUSE} is missing: ./scripts/bootstrap.sh downloads it")
+    (tmp_path / "home").mkdir()
+    platform = open_platform(make_settings(tmp_path / "home", tool_wheel_dir=WHEELHOUSE))
+    ingest_clinical_corpus(platform, tmp_path, subjects=4, ct_slices=3)
+    with session_scope(platform.sessions) as session:
+        maintainer = access.create_user(session, "mia", Role.maintainer)
+        steward = access.create_user(session, "stan", Role.steward)
+        mia = access.Principal(maintainer.id, "mia", Role.maintainer)
+        stan = access.Principal(steward.id, "stan", Role.steward)
+        dataset = datasets.create_dataset(
+            session,
+            "sample",
+            datasets.DatasetMetadata(title="Sample", tier=Tier.synthetic),
+            steward.id,
+            criteria=SelectionCriteria(),
+        )
+        datasets.release(session, dataset, steward.id, platform.publication)
+        view = ensure_view(session, platform.store, platform.settings.resolved_views_root, dataset)
+    environments = {}
+    commands = {}
+    for folder in sorted(tools.EXAMPLES.iterdir()):
+        with session_scope(platform.sessions) as session:
+            published = tools.publish(
+                session, platform.store, build_settings(platform.settings), pack_folder(folder), mia
+            )
+            tools.submit(session, published.version, mia)
+            tools.verify(session, published.version, stan, "ran on the sample")
+            assert published.environment is not None
+            environments[folder.name] = published.environment.path
+            commands[folder.name] = list(published.version.command)
+    assert sorted(environments) == ["dataset-summary", "radiomics-classifier"]
+
+    results = tmp_path / "summary-results"
+    results.mkdir()
+    _run(environments["dataset-summary"], view, results, commands["dataset-summary"])
+    with (results / "summary.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["dataset"], r["modality"], r["series"], r["instances"]) for r in rows] == [
+        ("sample-v1", "CT", "4", "12"),
+        ("sample-v1", "MR", "4", "4"),
+    ]
+
+    results = tmp_path / "radiomics-results"
+    results.mkdir()
+    _run(environments["radiomics-classifier"], view, results, commands["radiomics-classifier"])
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert (metrics["label"], metrics["classes"], metrics["samples"]) == ("sex", ["F", "M"], 16)
+    assert metrics["subjects"] == 4
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    assert (results / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (results / "model.joblib").stat().st_size > 500
+    assert sorted(p.name for p in results.iterdir()) == ["metrics.json", "model.joblib", "roc.png"]
+    platform.close()
