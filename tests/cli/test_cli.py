@@ -368,3 +368,50 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
         platform.close()
     again, _ = prepare_demo(load_settings(demo=True), subjects=1)  # re-running is safe
     again.close()
+
+
+def test_tool_commands_against_a_live_server(
+    live_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.tools.bundles import IMAGE, manifest_text
+
+    mia = json.loads(_invoke("user", "add", "mia", "--role", "maintainer", "--json")[1])["token"]
+    bundles = {}
+    for version in ("1.0.0", "2.0.0"):
+        folder = tmp_path / f"image-{version}"
+        folder.mkdir()
+        runtime = f'type = "oci"\nimage = "{IMAGE}"'
+        (folder / "insitu-tool.toml").write_text(manifest_text("summary", version, runtime))
+        (folder / "README.md").write_text("# Summary\n")
+        bundles[version] = str(folder)
+    monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
+    code, _, err = _invoke("tool", "publish", bundles["1.0.0"])
+    assert code == 1
+    assert "403" in err
+    monkeypatch.setenv("INSITU_TOKEN", mia)
+    code, out, err = _invoke("tool", "publish", bundles["1.0.0"])
+    assert code == 0, err
+    assert "summary@1.0.0  [draft]" in out
+    assert "next: insitu tool submit summary@1.0.0" in out
+    assert _invoke("tool", "publish", bundles["2.0.0"])[0] == 0
+    code, _, err = _invoke("tool", "publish", bundles["2.0.0"])
+    assert code == 1
+    assert "409" in err
+    assert "[in_review]" in _invoke("tool", "submit", "summary@1.0.0")[1]
+    code, _, err = _invoke("tool", "verify", "summary@1.0.0")
+    assert code == 1
+    assert "403" in err
+    monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
+    assert "[verified]" in _invoke("tool", "verify", "summary@1.0.0", "--note", "ok")[1]
+    code, out, _ = _invoke("tool", "show", "summary")
+    assert "summary@1.0.0  [verified]" in out
+    assert "used by 0 job(s)" in out
+    assert "writes /results/summary.csv (text/csv)" in out
+    code, out, _ = _invoke(
+        "tool", "deprecate", "summary@1.0.0", "--reason", "old", "--successor", "summary@2.0.0"
+    )
+    assert "[deprecated]" in out
+    monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
+    code, out, _ = _invoke("tool", "list", "--json")
+    assert [(t["version"], t["state"]) for t in json.loads(out)] == [("1.0.0", "deprecated")]
+    assert "use summary@2.0.0" in _invoke("tool", "show", "summary@1.0.0")[1]
