@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from insitu.tools.environment import BWRAP, build_settings
 from insitu.tools.manifest import pack_folder
 from tests.conftest import make_settings
 from tests.datasets.conftest import ingest_clinical_corpus
+from tests.tools.sandbox import run_like_a_job
 
 WHEELHOUSE = Path(__file__).resolve().parents[2] / ".wheelhouse"
 pytestmark = [
@@ -34,63 +34,12 @@ pytestmark = [
 
 def _run(environment: Path, view: Path, results: Path, command: list[str]) -> str:
     mount = f"/data/{view.name}"
-    done = subprocess.run(
-        [
-            BWRAP,
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--uid",
-            "65534",
-            "--gid",
-            "65534",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--ro-bind",
-            str(environment),
-            "/opt/tool",
-            "--ro-bind",
-            str(view),
-            mount,
-            "--bind",
-            str(results),
-            "/results",
-            "--clearenv",
-            "--setenv",
-            "HOME",
-            "/tmp",
-            "--setenv",
-            "PATH",
-            "/usr/bin",
-            "--setenv",
-            "INSITU_DATASETS",
-            mount,
-            "--setenv",
-            "INSITU_RESULTS",
-            "/results",
-            "--",
-            *command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = run_like_a_job(
+        environment,
+        command,
+        read_only={mount: view},
+        writable={"/results": results},
+        env={"INSITU_DATASETS": mount, "INSITU_RESULTS": "/results"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr

@@ -5,7 +5,6 @@ nothing; environments are built once; ``check_runnable``."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from insitu.web.app import create_app
 from tests.conftest import make_settings
 from tests.factories import encode, minimal_dataset, user_token
 from tests.tools.bundles import write_bundle
+from tests.tools.sandbox import run_like_a_job
 from tests.tools.wheels import make_sdist, make_wheel
 
 pytestmark = pytest.mark.skipif(not Path(BWRAP).exists(), reason="bubblewrap is not installed")
@@ -237,43 +237,7 @@ def test_the_environment_is_built_once_and_runs_read_only_at_opt_tool(
     assert (path / "BUILD.txt").is_file()
     assert not (path / "venv").stat().st_mode & 0o222  # read-only
     # What a job does: mount it read-only at /opt/tool and run the tool's command.
-    done = subprocess.run(
-        [
-            BWRAP,
-            "--unshare-all",
-            "--die-with-parent",
-            "--uid",
-            "65534",
-            "--gid",
-            "65534",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--ro-bind",
-            str(path),
-            "/opt/tool",
-            "--clearenv",
-            "--",
-            "/opt/tool/venv/bin/python",
-            "/opt/tool/app/main.py",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_like_a_job(path, ["/opt/tool/venv/bin/python", "/opt/tool/app/main.py"])
     assert (done.returncode, done.stdout.strip()) == (0, "hi from /opt/tool"), done.stderr
 
 

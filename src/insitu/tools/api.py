@@ -4,6 +4,7 @@ anyone else gets the same 403 as for a name never published, so drafts cannot be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
@@ -154,15 +155,25 @@ def show_tool(
     return _info(session, service.tool_of(session, found), found, full=True)
 
 
-@router.post("/{name}/{version}/submit")
-def submit(name: str, version: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
-    """Ask for review of a draft (its maintainer)."""
+def _act(
+    session: Session,
+    principal: Principal,
+    name: str,
+    version: str,
+    action: Callable[[ToolVersion], None],
+) -> dict[str, Any]:
     found = _visible(session, principal, name, version)
     try:
-        service.submit(session, found, principal)
+        action(found)
     except service.ToolError as exc:
         raise _refused(exc) from None
     return _info(session, service.tool_of(session, found), found)
+
+
+@router.post("/{name}/{version}/submit")
+def submit(name: str, version: str, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+    """Ask for review of a draft (its maintainer)."""
+    return _act(session, principal, name, version, lambda v: service.submit(session, v, principal))
 
 
 @router.post("/{name}/{version}/verify")
@@ -170,12 +181,13 @@ def verify(
     name: str, version: str, body: ReviewNote, principal: Reviewer, session: DbSessionDep
 ) -> dict[str, Any]:
     """Verify a version in review (admins and stewards, never its maintainer)."""
-    found = _visible(session, principal, name, version)
-    try:
-        service.verify(session, found, principal, body.note)
-    except service.ToolError as exc:
-        raise _refused(exc) from None
-    return _info(session, service.tool_of(session, found), found)
+    return _act(
+        session,
+        principal,
+        name,
+        version,
+        lambda v: service.verify(session, v, principal, body.note),
+    )
 
 
 @router.post("/{name}/{version}/reject")
@@ -183,12 +195,13 @@ def reject(
     name: str, version: str, body: ReviewNote, principal: Reviewer, session: DbSessionDep
 ) -> dict[str, Any]:
     """Send a version in review back to draft, saying what to change."""
-    found = _visible(session, principal, name, version)
-    try:
-        service.reject(session, found, principal, body.note)
-    except service.ToolError as exc:
-        raise _refused(exc) from None
-    return _info(session, service.tool_of(session, found), found)
+    return _act(
+        session,
+        principal,
+        name,
+        version,
+        lambda v: service.reject(session, v, principal, body.note),
+    )
 
 
 @router.post("/{name}/{version}/deprecate")
@@ -196,12 +209,13 @@ def deprecate(
     name: str, version: str, body: Deprecation, principal: AnyUser, session: DbSessionDep
 ) -> dict[str, Any]:
     """Retire a verified version, naming its successor (its maintainer, admins, stewards)."""
-    found = _visible(session, principal, name, version)
-    try:
-        service.deprecate(session, found, principal, body.reason, body.successor)
-    except service.ToolError as exc:
-        raise _refused(exc) from None
-    return _info(session, service.tool_of(session, found), found)
+    return _act(
+        session,
+        principal,
+        name,
+        version,
+        lambda v: service.deprecate(session, v, principal, body.reason, body.successor),
+    )
 
 
 @router.post("/{name}/{version}/runnable")

@@ -156,7 +156,15 @@ def publish(
         subject=_subject(tool, version),
         payload={"sha256": digest, "runtime": manifest.runtime},
     )
-    if environment is not None and environment.built:
+    if environment is not None:
+        _record_build(session, tool, version, environment)
+    return Published(version, environment)
+
+
+def _record_build(
+    session: Session, tool: Tool, version: ToolVersion, environment: Environment
+) -> None:
+    if environment.built:
         ledger.record(
             session,
             TOOL_ENVIRONMENT_BUILT,
@@ -164,7 +172,6 @@ def publish(
             subject=_subject(tool, version),
             payload={"milliseconds": int(environment.seconds * 1000)},
         )
-    return Published(version, environment)
 
 
 def environment_of(
@@ -176,15 +183,7 @@ def environment_of(
         raise ToolError(f"version {version.version} runs an OCI image: it has no environment")
     files = unpack(store.get(version.digest))
     environment = ensure_environment(build, version.digest, files, version.requirements)
-    if environment.built:
-        tool = tool_of(session, version)
-        ledger.record(
-            session,
-            TOOL_ENVIRONMENT_BUILT,
-            actor=ledger.HOST_ACTOR,
-            subject=_subject(tool, version),
-            payload={"milliseconds": int(environment.seconds * 1000)},
-        )
+    _record_build(session, tool_of(session, version), version, environment)
     return environment
 
 
