@@ -346,13 +346,15 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
     from insitu.db import session_scope
     from insitu.ledger import service as ledger
     from insitu.ledger.keys import load_log_signer
+    from insitu.tools import service as tools
 
-    settings = load_settings(demo=True)
+    wheelhouse = Path(__file__).resolve().parents[2] / ".wheelhouse"  # make test downloads it
+    settings = load_settings(demo=True, tool_wheel_dir=wheelhouse)
     platform, info = prepare_demo(settings, subjects=1)
     try:
         accounts = info["accounts"]
         assert isinstance(accounts, dict)
-        assert set(accounts) == {"admin", "steward", "researcher", "auditor"}
+        assert set(accounts) == {"admin", "steward", "researcher", "auditor", "maintainer"}
         assert accounts["steward"]["password"] == "insitu-demo-steward"
         with session_scope(platform.sessions) as session:
             dataset = datasets.get_dataset(session, "demo-sample")
@@ -364,6 +366,10 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
             assert decision.reason == "accept the dataset's terms of use first"
             report = ledger.verify(session, load_log_signer(settings).parsed_key)
             assert report.ok, report.problems
+            for name in ("dataset-summary", "radiomics-classifier"):
+                version = tools.get_version(session, name)
+                assert version is not None, name
+                assert version.state.value == "verified"
     finally:
         platform.close()
     again, _ = prepare_demo(load_settings(demo=True), subjects=1)  # re-running is safe
