@@ -412,6 +412,7 @@ def test_tool_commands_against_a_live_server(
     code, out, _ = _invoke("tool", "show", "summary")
     assert "summary@1.0.0  [verified]" in out
     assert "used by 0 job(s)" in out
+    assert "maintainer mia; license Apache-2.0" in out
     assert "writes /results/summary.csv (text/csv)" in out
     code, out, _ = _invoke(
         "tool", "deprecate", "summary@1.0.0", "--reason", "old", "--successor", "summary@2.0.0"

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from insitu.access import service as access
 from insitu.access.models import Role
 from insitu.access.permissions import AnyUser, get_platform, require
 from insitu.access.permissions import DbSession as DbSessionDep
@@ -62,7 +63,9 @@ def _info(session: Session, tool: Tool, version: ToolVersion, full: bool = False
         "gpu": version.gpu,
     }
     if full:
+        names = access.user_names(session, {tool.maintainer_id})
         info |= {
+            "maintainer": names.get(tool.maintainer_id, ""),
             "license": version.license,
             "command": version.command,
             "outputs": version.outputs,

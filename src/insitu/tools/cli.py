@@ -89,7 +89,8 @@ def show(
         emit_json(info)
         return
     typer.echo(_line(info))
-    typer.echo(f"  license {info['license']}; command {' '.join(info['command'])}")
+    typer.echo(f"  maintainer {info['maintainer']}; license {info['license']}")
+    typer.echo(f"  command {' '.join(info['command'])}")
     typer.echo(f"  sha256 {info['sha256']}; used by {info['jobs']} job(s)")
     for output in info["outputs"]:
         typer.echo(f"  writes /results/{output['pattern']} ({output['type']})")
