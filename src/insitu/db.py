@@ -120,8 +120,9 @@ def import_all_models() -> None:
     from insitu.catalog import models as _catalog
     from insitu.datasets import models as _datasets
     from insitu.ingest import models as _ingest
+    from insitu.jobs import models as _jobs
     from insitu.ledger import guard as _guard
     from insitu.ledger import models as _ledger
     from insitu.tools import models as _tools
 
-    del _access, _catalog, _datasets, _ingest, _guard, _ledger, _tools
+    del _access, _catalog, _datasets, _ingest, _jobs, _guard, _ledger, _tools
