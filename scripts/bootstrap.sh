@@ -26,6 +26,12 @@ if ((${#missing[@]})); then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Job sandboxes start as this unprivileged user when insitu runs as root (INSITU_JOB_USER).
+if [ "$(id -u)" -eq 0 ] && ! id insitu-job >/dev/null 2>&1; then
+  echo "bootstrap: creating the system user insitu-job (job sandboxes start as it)"
+  useradd --system --no-create-home --shell /usr/sbin/nologin insitu-job
+fi
+
 mkdir -p .stamps
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     gets network access, and nothing else."""
     tool_python: str = "/usr/bin/python3"
     """The interpreter tool environments (and jobs) run: the host's, mounted read-only."""
+    jobs_root: Path | None = None
+    """Job folders: spec, log, end state and /results (default: ``home``/jobs)."""
+    homes_root: Path | None = None
+    """Users' persistent homes, mounted at /home/<user> in jobs (default: ``home``/homes)."""
+    job_user: str = "insitu-job"
+    """The unprivileged host user jobs' sandboxes start as when insitu runs as root."""
+    job_max_concurrent: int = 4
+    """Jobs a user may have queued or running at once."""
+    job_gpu_hours_per_week: float = 40.0
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 
@@ -131,6 +140,16 @@ class Settings(BaseSettings):
     def resolved_tools_root(self) -> Path:
         """The folder of built tool environments."""
         return self.tools_root or self.home / "tools"
+
+    @property
+    def resolved_jobs_root(self) -> Path:
+        """The folder of job folders."""
+        return self.jobs_root or self.home / "jobs"
+
+    @property
+    def resolved_homes_root(self) -> Path:
+        """The folder of users' job homes."""
+        return self.homes_root or self.home / "homes"
 
     @property
     def resolved_publisher(self) -> str:

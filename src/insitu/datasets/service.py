@@ -610,6 +610,14 @@ def can_use_dataset(
     return UseDecision(True)
 
 
+def get_dataset_by_id(session: Session, dataset_id: int) -> Dataset:
+    """A dataset version by its id (jobs keep ids); raises DatasetError when unknown."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise DatasetError(f"no dataset with id {dataset_id}")
+    return dataset
+
+
 def get_dataset(session: Session, name: str, version: int | None = None) -> Dataset | None:
     """A dataset version by name (the newest when no version is given)."""
     statement = select(Dataset).where(Dataset.name == name)

@@ -212,7 +212,8 @@ def _paths_in(argument: str) -> list[str]:
         found.append(value)
     found += _REDIRECT.findall(argument)
     if " " in argument:  # a shell snippet: look at its words too
-        found += [w for w in argument.split() if w.startswith(("/", "~"))]
+        words = (w.strip("\"'(),;") for w in argument.split())
+        found += [w for w in words if w.startswith(("/", "~"))]
     return list(dict.fromkeys(found))
 
 
