@@ -45,15 +45,28 @@ class Site:
         return {p.user_id: p.name for p in (self.rita, self.stan, self.mia)}
 
 
+@pytest.fixture(scope="session")
+def tools_root() -> Iterator[Path]:
+    """Tool environments shared by the job tests: the same bundles, built once per worker."""
+    folder = Path(tempfile.mkdtemp(prefix="insitu-job-tools-", dir="/var/tmp"))
+    folder.chmod(0o711)
+    yield folder / "tools"
+    _remove(folder)
+
+
+def _remove(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="insitu-jobs-", dir="/var/tmp"))
     folder.chmod(0o711)
     yield folder
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
-    shutil.rmtree(folder, ignore_errors=True)
+    _remove(folder)
 
 
 def _tool(site: Site, folder: Path, requirement: str, version: str, verified: bool,
@@ -83,7 +96,7 @@ def _tool(site: Site, folder: Path, requirement: str, version: str, verified: bo
 
 
 @pytest.fixture
-def site(shared_tmp: Path, database_url: str) -> Iterator[Site]:
+def site(shared_tmp: Path, database_url: str, tools_root: Path) -> Iterator[Site]:
     home = shared_tmp / "home"
     home.mkdir()
     wheels = shared_tmp / "wheels"
@@ -91,7 +104,9 @@ def site(shared_tmp: Path, database_url: str) -> Iterator[Site]:
     url = database_url
     if url.startswith("sqlite"):
         url = f"sqlite:///{home / 'insitu.db'}"
-    platform = open_platform(make_settings(home, database_url=url, tool_wheel_dir=wheels))
+    platform = open_platform(
+        make_settings(home, database_url=url, tool_wheel_dir=wheels, tools_root=tools_root)
+    )
     home.chmod(0o711)
     ingest_clinical_corpus(platform, shared_tmp, subjects=2, ct_slices=1)
     with session_scope(platform.sessions) as session:

@@ -64,6 +64,7 @@ def test_a_good_submission_passes(site: Site) -> None:
     assert result.warnings == []
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # logic: one engine
 @pytest.mark.parametrize(("what", "changes", "code", "fix"), WRONG, ids=[w[0] for w in WRONG])
 def test_wrong_submissions_are_caught_with_a_fix(
     site: Site, what: str, changes: dict[str, object], code: str, fix: str

@@ -32,8 +32,8 @@ def make_wheel(folder: Path, name: str, version: str, code: str, requires: str =
     entries[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for path, data in entries.items():
-            archive.writestr(path, data)
+        for path, data in entries.items():  # fixed times: the same wheel, the same hash
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), data)
     wheel = folder / f"{name}-{version}-py3-none-any.whl"
     wheel.write_bytes(buffer.getvalue())
     return f"{name}=={version} --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}"
