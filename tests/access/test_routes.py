@@ -17,6 +17,9 @@ from insitu.db import session_scope
 from insitu.ingest import service as ingest
 from insitu.ingest.deid.table import Options
 from insitu.ingest.sources import SourceItem
+from insitu.jobs import service as jobs
+from insitu.jobs.models import Job
+from insitu.ledger import service as ledger
 from insitu.tools import service as tools
 from insitu.tools.environment import build_settings
 from insitu.web.app import create_app
@@ -61,6 +64,12 @@ EXPECTED = {
     ("POST", "/api/v1/tools/{name}/{version}/reject"): ("admin", "steward"),
     ("POST", "/api/v1/tools/{name}/{version}/deprecate"): ("any",),
     ("POST", "/api/v1/tools/{name}/{version}/runnable"): ("any",),
+    ("POST", "/api/v1/jobs"): ("any",),
+    ("GET", "/api/v1/jobs"): ("any",),
+    ("GET", "/api/v1/jobs/{job_id}"): ("any",),
+    ("GET", "/api/v1/jobs/{job_id}/logs"): ("any",),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): ("any",),
+    ("GET", "/api/v1/flavors"): ("any",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
     ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
     ("GET", "/datasets/{name}/v{version}/datacite.json"): ("public",),
@@ -122,6 +131,7 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{token_id}", "1")
         .replace("{grant_id}", "1")
         .replace("{request_id}", "1")
+        .replace("{job_id}", "1")
         .replace("{name}", "p")
         .replace("{version}", "1")
         .replace("{user_name}", "u")
@@ -240,6 +250,10 @@ OWNED: dict[tuple[str, str], int] = {
     ("POST", "/api/v1/tools/{name}/{version}/submit"): 200,
     ("POST", "/api/v1/tools/{name}/{version}/deprecate"): 409,  # a draft: verify it first
     ("POST", "/api/v1/tools/{name}/{version}/runnable"): 200,
+    # The job "owned" is a queued job of the owner's.
+    ("GET", "/api/v1/jobs/{job_id}"): 200,
+    ("GET", "/api/v1/jobs/{job_id}/logs"): 200,
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): 200,
 }
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
@@ -294,14 +308,30 @@ def _owned_object(
         )
         grant_id = datasets.grant(session, dataset, owner_user.id, user_id=third.id).id
         maintainer = access.Principal(owner_user.id, "owner", Role.maintainer)
-        tools.publish(
+        published = tools.publish(
             session,
             platform.store,
             build_settings(platform.settings),
             oci_bundle("owned"),
             maintainer,
         )
+        job = Job(
+            user_id=owner_user.id,
+            tool_version_id=published.version.id,
+            dataset_ids=[dataset.id],
+            flavor="no-gpu",
+            command=["true"],
+        )
+        session.add(job)
+        session.flush()
+        ledger.record(
+            session,
+            jobs.JOB_SUBMITTED,
+            actor=ledger.user_actor(owner_user.id),
+            subject=f"job:{job.id}",
+        )
     return {
+        "job_id": str(job.id),
         "version": "1.0.0",
         "token_id": str(token_id),
         "name": "owned",

@@ -105,6 +105,7 @@ def api_request(
     token: str | None = None,
     anonymous: bool = False,
     timeout: float = 60,
+    raw: bool = False,
 ) -> Any:
     """Call an API path; failures become a one-line error. Returns the JSON body (or None).
 
@@ -134,6 +135,8 @@ def api_request(
         except ValueError:
             detail = response.text[:200]
         fail(f"{response.status_code}: {detail}")
+    if raw:
+        return response.text
     if response.status_code == 204 or not response.content:
         return None
     return response.json()

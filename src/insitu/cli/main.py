@@ -27,6 +27,7 @@ from insitu.core.platform import Platform, open_platform
 from insitu.datasets.cli import dataset_app
 from insitu.db import session_scope
 from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
+from insitu.jobs.cli import job_app
 from insitu.ledger import service as ledger
 from insitu.ledger.cli import ledger_app
 from insitu.ledger.keys import ensure_log_key, load_log_signer
@@ -56,6 +57,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(tool_app, name="tool")
+app.add_typer(job_app, name="job")
 
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:
@@ -103,9 +105,15 @@ def init(
 def _serve(platform: Platform, host: str, port: int) -> None:
     import uvicorn
 
+    from insitu.jobs.scheduler import Scheduler
     from insitu.web.app import create_app
 
-    uvicorn.run(create_app(platform), host=host, port=port, log_level="info")
+    scheduler = Scheduler(platform)  # runs the jobs the API queues
+    scheduler.start()
+    try:
+        uvicorn.run(create_app(platform), host=host, port=port, log_level="info")
+    finally:
+        scheduler.stop()
 
 
 @app.command()

@@ -19,6 +19,7 @@ from insitu.datasets.view import ensure_view, view_name
 from insitu.db import utcnow
 from insitu.jobs import preflight as checks
 from insitu.jobs.backends.protocol import Executor, RunRequest, RunState, RunStatus
+from insitu.jobs.logs import redact
 from insitu.jobs.models import END_STATES, Flavor, Job, JobState
 from insitu.jobs.sandbox import SandboxSpec, job_user_ids
 from insitu.ledger import events
@@ -33,6 +34,7 @@ JOB_SUBMITTED = events.register("job.submitted", "a job passed preflight and was
 JOB_STATE = events.register("job.state", "a job moved to preflight, scheduled or running")
 JOB_STARTED = events.register("job.started", "a job started running in its sandbox")
 JOB_ENDED = events.register("job.ended", "a job ended: its state, reason and run time")
+JOB_LOGS_VIEWED = events.register("job.logs_viewed", "someone read a job's log")
 
 DEFAULT_FLAVORS = (
     # name, CPUs, memory MB, GPUs, max run time s, scratch MB (CHAIMELEON's four).
@@ -201,6 +203,17 @@ def list_jobs(
     )
 
 
+def running_count(session: Session) -> int:
+    """Jobs between preflight and their end."""
+    live = [JobState.preflight, JobState.scheduled, JobState.running]
+    return int(session.scalar(select(func.count()).where(Job.state.in_(live))) or 0)
+
+
+def queued_user_ids(session: Session) -> set[int]:
+    """Users with queued jobs."""
+    return set(session.scalars(select(Job.user_id).where(Job.state == JobState.queued)))
+
+
 def queue_position(session: Session, job: Job) -> int | None:
     """How many queued jobs go before this one (fair order), or None once it left the queue."""
     if job.state != JobState.queued:
@@ -303,7 +316,12 @@ def dispatch(
             _end(session, job, JobState.failed, "preflight", None, None,
                  "; ".join(reasons))  # fmt: skip
             continue
-        request = _request(session, settings, store, job, user_names[job.user_id])
+        try:
+            request = _request(session, settings, store, job, user_names[job.user_id])
+        except (OSError, ValueError, RuntimeError) as exc:  # one job's setup, not the queue's
+            _end(session, job, JobState.failed, "setup_failed", None, None,
+                 f"the job could not be set up: {exc}")  # fmt: skip
+            continue
         job.backend_ref = executor.prepare(request)
         _move(session, job, JobState.scheduled, host, JOB_STATE)
         executor.start(job.backend_ref)
@@ -407,3 +425,18 @@ def cancel(session: Session, executor: Executor, principal: Principal, job_id: i
 def job_folder(settings: Settings, job: Job) -> Path:
     """Where a job's files are on the platform host."""
     return settings.resolved_jobs_root / str(job.id)
+
+
+def read_logs(session: Session, executor: Executor, principal: Principal, job_id: int) -> str:
+    """A job's log for its owner (narrowed, redacted) or an admin (whole); a ledger event."""
+    job = get_job(session, principal, job_id)
+    whole = principal.role.value == "admin"
+    data = executor.logs(job.backend_ref) if job.backend_ref else b""
+    ledger.record(
+        session,
+        JOB_LOGS_VIEWED,
+        actor=ledger.user_actor(principal.user_id),
+        subject=_subject(job),
+        payload={"bytes": len(data), "whole": whole},
+    )
+    return redact(data, whole=whole)

@@ -16,6 +16,8 @@ from insitu.datasets.api import router as datasets_router
 from insitu.datasets.api import withdrawals_router
 from insitu.datasets.web import router as dataset_pages
 from insitu.ingest.api import router as ingest_router
+from insitu.jobs.api import flavors_router
+from insitu.jobs.api import router as jobs_router
 from insitu.ledger.api import router as ledger_router
 from insitu.tools.api import router as tools_router
 from insitu.web.metrics import router as metrics_router
@@ -49,6 +51,8 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(datasets_router)
     api.include_router(withdrawals_router)
     api.include_router(tools_router)
+    api.include_router(jobs_router)
+    api.include_router(flavors_router)
     app.include_router(api)
     app.include_router(pages_router)
     app.include_router(metrics_router)
