@@ -102,7 +102,10 @@ def test_invalidating_removes_the_view(world: World) -> None:
         dataset = datasets.get_dataset(session, "chest")
         assert dataset is not None
         view = ensure_view(session, platform.store, root, dataset)
+        sample = ensure_view(session, platform.store, root, dataset, sample=1)
     assert view.is_dir()
+    assert sample.name == "chest-v1-sample1"
+    assert len({p.name for p in sample.iterdir() if p.is_dir()}) == 1
     token = user_token(platform, "stella-api", "steward")
     with session_scope(platform.sessions) as session:
         dataset = datasets.get_dataset(session, "chest")
@@ -118,6 +121,7 @@ def test_invalidating_removes_the_view(world: World) -> None:
         )
     assert answer.status_code == 200, answer.text
     assert not view.exists()
+    assert not sample.exists()
     with session_scope(platform.sessions) as session:
         dataset = datasets.get_dataset(session, "chest")
         assert dataset is not None

@@ -18,7 +18,13 @@ from tests.jobs.conftest import Site, needs_sandbox
 pytestmark = [needs_sandbox, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
-def _run(site: Site, command: list[str] | None, flavor: str = "no-gpu", wait_s: float = 30) -> Job:
+def _run(
+    site: Site,
+    command: list[str] | None,
+    flavor: str = "no-gpu",
+    wait_s: float = 30,
+    sample: int | None = None,
+) -> Job:
     platform = site.platform
     with session_scope(platform.sessions) as session:
         submission = jobs.submit(
@@ -29,6 +35,7 @@ def _run(site: Site, command: list[str] | None, flavor: str = "no-gpu", wait_s: 
             dataset_names=["lung"],
             flavor=flavor,
             command=command,
+            sample=sample,
         )
         assert submission.job is not None, submission.preflight.problems
         job_id = submission.job.id
@@ -202,3 +209,14 @@ def test_cancel(site: Site) -> None:
         assert (job.state, job.end_reason) == (JobState.cancelled, "killed_by_user")
         with pytest.raises(jobs.NotYoursError):
             jobs.cancel(session, site.executor, site.stan, job_id)
+
+
+def test_a_smoke_run_sees_the_first_subjects_only(site: Site) -> None:
+    count = (
+        "import csv; rows = list(csv.DictReader(open('/data/lung-v1/manifest.csv'))); "
+        "print('subjects', len({r['subject'] for r in rows}), 'files', len(rows))"
+    )
+    full = _run(site, ["/usr/bin/python3", "-c", count])
+    sample = _run(site, ["/usr/bin/python3", "-c", count], sample=1)
+    assert "subjects 2 files 4" in _log(site, full)
+    assert "subjects 1 files 2" in _log(site, sample)

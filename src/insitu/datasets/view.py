@@ -77,8 +77,10 @@ def ensure_view(
     root: Path,
     dataset: Dataset,
     on_progress: Callable[[int], None] | None = None,
+    sample: int | None = None,
 ) -> Path:
-    """The view of a released version, built on first call."""
+    """The view of a released version, built on first call. ``sample``: a smaller view of
+    the first N subjects (by pseudonym), for smoke runs; its own folder, same layout."""
     if dataset.state not in (DatasetState.released, DatasetState.published):
         raise views.ViewError(
             f"{dataset.name} v{dataset.version} is {dataset.state.value}: only released "
@@ -89,7 +91,8 @@ def ensure_view(
             f"{dataset.name} v{dataset.version} failed its integrity check (corrupted): it has "
             "no view; see `insitu dataset verify`"
         )
-    existing = views.view_path(root, view_name(dataset))
+    folder_name = view_name(dataset) + (f"-sample{sample}" if sample else "")
+    existing = views.view_path(root, folder_name)
     if existing.is_dir():
         return existing
     series_ids = series_of(session, dataset)
@@ -97,6 +100,11 @@ def ensure_view(
         catalog.view_rows_of_series(session, series_ids),
         key=lambda r: (r.subject, r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid),
     )
+    clinical = catalog.clinical_of_series(session, series_ids)
+    if sample:
+        kept = set(sorted({r.subject for r in rows})[:sample])
+        rows = [r for r in rows if r.subject in kept]
+        clinical = [(p, data) for p, data in clinical if p in kept]
     manifest = io.StringIO()
     writer = csv.writer(manifest, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
@@ -130,7 +138,6 @@ def ensure_view(
         )
         writer.writerow(values)  # csv writes None as an empty field
         index_rows.append(dict(zip(MANIFEST_COLUMNS, values, strict=True)))
-    clinical = catalog.clinical_of_series(session, series_ids)
     columns = sorted({key for _, data in clinical for key in data})
     clinical_csv = io.StringIO()
     clinical_writer = csv.writer(clinical_csv, lineterminator="\n")
@@ -162,9 +169,13 @@ def ensure_view(
         "index.json": json.dumps(index, separators=(",", ":")).encode(),
         "clinical.csv": clinical_csv.getvalue().encode(),
     }
-    return views.build_view(store, root, view_name(dataset), files, documents, on_progress)
+    return views.build_view(store, root, folder_name, files, documents, on_progress)
 
 
 def remove_view(root: Path, dataset: Dataset) -> bool:
-    """Remove a version's view (it was invalidated); whether there was one."""
-    return views.remove_view(root, view_name(dataset))
+    """Remove a version's view and its smoke-run samples (it was invalidated, or a subject
+    withdrew: their hard links would keep the bytes); whether there was one."""
+    name = view_name(dataset)
+    samples = [p.name for p in root.glob(f"{name}-sample*")] if root.is_dir() else []
+    removed = [views.remove_view(root, n) for n in (name, *samples)]
+    return any(removed)

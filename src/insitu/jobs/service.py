@@ -261,8 +261,8 @@ def _request(
     views = {}
     for dataset_id in job.dataset_ids:
         dataset = datasets.get_dataset_by_id(session, dataset_id)
-        views[view_name(dataset)] = ensure_view(
-            session, store, settings.resolved_views_root, dataset
+        views[view_name(dataset)] = ensure_view(  # a sample is mounted at the same place
+            session, store, settings.resolved_views_root, dataset, sample=job.sample
         )
     folder = settings.resolved_jobs_root / str(job.id)
     home = settings.resolved_homes_root / user_name
