@@ -366,6 +366,7 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
             assert decision.reason == "accept the dataset's terms of use first"
             report = ledger.verify(session, load_log_signer(settings).parsed_key)
             assert report.ok, report.problems
+            assert info["job"] is not None  # the sample job, queued for the scheduler
             for name in ("dataset-summary", "radiomics-classifier"):
                 version = tools.get_version(session, name)
                 assert version is not None, name

@@ -83,7 +83,7 @@ def test_a_job_runs_its_tool_and_leaves_results(site: Site) -> None:
     assert job.state == JobState.succeeded, (job.end_reason, job.hint)
     assert time.monotonic() - started < 15
     assert list(job.state_times) == ["queued", "preflight", "scheduled", "running", "succeeded"]
-    assert (job.exit_code, job.end_reason) == (0, "exit_code")
+    assert (job.exit_code, job.end_reason, job.hint) == (0, "exit_code", "")
     results = jobs.job_folder(site.platform.settings, job) / "results"
     assert (results / "out.txt").read_text() == "/data/lung-v1"
     assert "hello" in _log(site, job)

@@ -193,9 +193,10 @@ def prepare_demo(settings: Settings, subjects: int = 3) -> tuple[Platform, dict[
         )
     _demo_dataset(platform)
     _demo_tools(platform)
+    sample_job = _demo_job(platform)
     with session_scope(platform.sessions) as session:  # a checkpoint covering the sample data
         ledger.create_checkpoint(session, load_log_signer(settings))
-    return platform, {"accounts": accounts, "report": result.report}
+    return platform, {"accounts": accounts, "report": result.report, "job": sample_job}
 
 
 def _demo_tools(platform: Platform) -> None:
@@ -239,6 +240,37 @@ def _demo_tools(platform: Platform) -> None:
                 access.Principal(steward.id, steward.name, steward.role),
                 "example tool shipped with insitu",
             )
+
+
+def _demo_job(platform: Platform) -> int | None:
+    """A sample job of the demo researcher: dataset-summary on demo-sample (run by the
+    scheduler once the server is up). The researcher accepts the terms first, as a user
+    would."""
+    from insitu.datasets import service as datasets
+    from insitu.jobs import service as jobs
+    from insitu.tools import service as tools
+
+    with session_scope(platform.sessions) as session:
+        researcher = access.get_user(session, "researcher")
+        dataset = datasets.get_dataset(session, "demo-sample")
+        if researcher is None or dataset is None:
+            return None
+        if tools.get_version(session, "dataset-summary", "1.0.0") is None:
+            return None
+        principal = access.Principal(researcher.id, researcher.name, researcher.role)
+        if jobs.list_jobs(session, principal, limit=1):
+            return None
+        datasets.accept_terms(session, dataset, researcher.id)
+        submission = jobs.submit(
+            session,
+            platform.settings,
+            principal,
+            tool_ref="dataset-summary@1.0.0",
+            dataset_names=["demo-sample"],
+            flavor="no-gpu",
+            command=None,
+        )
+        return submission.job.id if submission.job is not None else None
 
 
 def _demo_dataset(platform: Platform) -> None:
@@ -300,6 +332,11 @@ def demo(
         f"quarantined; accounts and tokens in {settings.home / 'demo-accounts.json'}\n"
         f"open http://{host}:{port}/docs"
     )
+    if info.get("job"):
+        stderr.print(
+            f"demo: sample job {info['job']} (dataset-summary on demo-sample) is queued; "
+            f"follow it with `insitu job wait {info['job']}` and `insitu job logs {info['job']}`"
+        )
     try:
         _serve(platform, host, port)
     finally:

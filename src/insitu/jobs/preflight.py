@@ -239,7 +239,7 @@ def _check_path(result: Preflight, path: str, views: set[str], user: str, writin
         if len(parts) > 2 and parts[2] not in views:
             close = [v for v in views if v.startswith(parts[2] + "-v") or parts[2] in v]
             fix = (
-                f"write /data/{close[0]} (datasets are mounted as NAME-vVERSION)"
+                f"use /data/{close[0]} (datasets are mounted as NAME-vVERSION)"
                 if close
                 else f"add --dataset {parts[2]} to the job, or use one of: "
                 + (", ".join(f"/data/{v}" for v in sorted(views)) or "none given")

@@ -343,7 +343,7 @@ def _end(
     job.exit_code = exit_code
     job.end_reason = reason
     job.details = {**job.details, "run_seconds": run_seconds}
-    template = HINTS.get(reason, "")
+    template = HINTS.get(reason, "") if state != JobState.succeeded else ""
     job.hint = hint or template.format(
         code=exit_code,
         id=job.id,
