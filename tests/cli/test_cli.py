@@ -363,7 +363,7 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
             researcher = access.get_user(session, "researcher")
             assert researcher is not None
             decision = datasets.can_use_dataset(session, researcher.id, dataset)
-            assert decision.reason == "accept the dataset's terms of use first"
+            assert decision.allowed  # granted, and the terms accepted before the sample job
             report = ledger.verify(session, load_log_signer(settings).parsed_key)
             assert report.ok, report.problems
             assert info["job"] is not None  # the sample job, queued for the scheduler
