@@ -22,7 +22,12 @@ from insitu.ledger import events
 from insitu.ledger import service as ledger
 from insitu.ledger.models import LedgerEntry
 from insitu.storage.protocol import BlobStore
-from insitu.tools.environment import BuildSettings, Environment, ensure_environment
+from insitu.tools.environment import (
+    BuildSettings,
+    Environment,
+    ensure_environment,
+    environment_path,
+)
 from insitu.tools.manifest import MANIFEST_NAME, ManifestError, parse_manifest, unpack
 from insitu.tools.models import Tool, ToolState, ToolVersion
 
@@ -181,6 +186,9 @@ def environment_of(
     (e.g. on a new host); what jobs call before they mount it at /opt/tool."""
     if version.runtime != "bundle" or version.requirements is None:
         raise ToolError(f"version {version.version} runs an OCI image: it has no environment")
+    built = environment_path(build, version.digest)
+    if (built / "BUILD.txt").is_file():  # the common case: no need to read the bundle
+        return Environment(built, built=False)
     files = unpack(store.get(version.digest))
     environment = ensure_environment(build, version.digest, files, version.requirements)
     _record_build(session, tool_of(session, version), version, environment)
