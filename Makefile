@@ -32,3 +32,4 @@ bench:
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/ledger_bench.py
 	$(BIN)/python bench/dataset_bench.py
+	$(BIN)/python bench/job_bench.py
