@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # chromium: the web UI tests drive it; nodejs + npm: the tests' OpenID provider (oidc-provider);
 # bubblewrap + python3-venv + python3-pip: the sandbox that builds tool environments with the
 # host's Python.
-APT_PACKAGES=(postgresql dcmtk chromium bubblewrap python3-venv python3-pip)
+# slurmd + slurmctld + slurm-client + munge: the tests' one-node Slurm cluster.
+APT_PACKAGES=(postgresql dcmtk chromium bubblewrap python3-venv python3-pip
+  slurmd slurmctld slurm-client munge)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 # `make bench` also wants GDCM's gdcmanon as a baseline.
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(libgdcm-tools openssl)

@@ -237,3 +237,101 @@ def oidc_provider(
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@dataclass
+class SlurmCluster:
+    conf: Path
+    folder: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+
+SLURM_PARTITIONS = ("no-gpu", "small-gpu", "medium-gpu", "large-gpu")
+
+
+@contextlib.contextmanager
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A real one-node Slurm cluster (Debian's slurmctld + slurmd, munged) with its own
+    configuration, key, sockets and ports in a temp folder; one partition per flavor. No
+    slurmdbd: the backend does not need sacct."""
+    for program in ("munged", "slurmctld", "slurmd", "sbatch"):
+        if shutil.which(program) is None:
+            raise RuntimeError(f"{program} is missing: apt install slurmd slurmctld munge")
+    folder = Path(tempfile.mkdtemp(prefix="insitu-slurm-", dir="/var/tmp"))
+    folder.chmod(0o711)
+    for name in ("state", "spool", "log"):
+        (folder / name).mkdir()
+    key = folder / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    munge_socket = folder / "munge.sock"
+    subprocess.run(
+        ["munged", "--force", f"--key-file={key}", f"--socket={munge_socket}",
+         f"--pid-file={folder / 'munged.pid'}", f"--log-file={folder / 'munged.log'}",
+         f"--seed-file={folder / 'munged.seed'}"],
+        check=True,
+    )  # fmt: skip
+    host = socket.gethostname().split(".")[0]
+    cpus = os.cpu_count() or 1
+    memory_mb = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 - 1024
+    controller_port, node_port = free_port(), free_port()
+    partitions = "\n".join(
+        f"PartitionName={name} Nodes={host} Default={'YES' if i == 0 else 'NO'} "
+        "MaxTime=INFINITE State=UP"
+        for i, name in enumerate(SLURM_PARTITIONS)
+    )
+    conf = folder / "slurm.conf"
+    conf.write_text(f"""ClusterName=insitu-test
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={controller_port}
+SlurmdPort={node_port}
+AuthType=auth/munge
+AuthInfo=socket={munge_socket}
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={folder / "state"}
+SlurmdSpoolDir={folder / "spool"}
+SlurmctldPidFile={folder / "slurmctld.pid"}
+SlurmdPidFile={folder / "slurmd.pid"}
+SlurmctldLogFile={folder / "log" / "slurmctld.log"}
+SlurmdLogFile={folder / "log" / "slurmd.log"}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+ReturnToService=2
+InactiveLimit=0
+MinJobAge=600
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+{partitions}
+""")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    subprocess.run(["slurmctld", "-f", str(conf)], check=True, env=env)
+    subprocess.run(["slurmd", "-f", str(conf)], check=True, env=env)
+    cluster = SlurmCluster(conf, folder)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            state = subprocess.run(["sinfo", "-h", "-o", "%t", "-p", "no-gpu"], env=env,
+                                   capture_output=True, text=True, check=False).stdout  # fmt: skip
+            if state.strip() in ("idle", "mix", "alloc"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Slurm node never came up: {state!r}")
+            time.sleep(0.2)
+        yield cluster
+    finally:
+        for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                os.kill(int((folder / pid_file).read_text()), 15)
+        time.sleep(0.5)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     """Users' persistent homes, mounted at /home/<user> in jobs (default: ``home``/homes)."""
     job_user: str = "insitu-job"
     """The unprivileged host user jobs' sandboxes start as when insitu runs as root."""
+    slurm_conf: str = ""
+    """The Slurm cluster's slurm.conf; set, flavors with ``backend = slurm`` run through it."""
     local_job_slots: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     """Jobs the local backend runs at once; the rest wait in the queue."""
     job_max_concurrent: int = 4

@@ -27,8 +27,18 @@ from insitu.tools.environment import build_settings
 from insitu.tools.manifest import pack_folder
 from tests.conftest import make_settings
 from tests.datasets.conftest import ingest_clinical_corpus
+from tests.servers import SlurmCluster, slurm_cluster
 from tests.tools.bundles import manifest_text, write_bundle
 from tests.tools.wheels import make_wheel
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    """A real one-node Slurm cluster, one per test session (tests using it share an xdist
+    group)."""
+    with slurm_cluster() as cluster:
+        yield cluster
+
 
 needs_sandbox = pytest.mark.skipif(not Path(BWRAP).exists(), reason="bubblewrap is missing")
 

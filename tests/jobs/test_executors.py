@@ -15,10 +15,12 @@ from insitu.jobs import service as jobs
 from insitu.jobs.backends.fake import FakeExecutor
 from insitu.jobs.backends.local import LocalExecutor
 from insitu.jobs.backends.protocol import Executor, RunRequest, RunState, RunStatus
+from insitu.jobs.backends.slurm import SlurmExecutor
 from insitu.jobs.models import Job, JobState
 from insitu.jobs.runner import PID
 from insitu.jobs.sandbox import SandboxSpec, job_user_ids
 from tests.jobs.conftest import Site, needs_sandbox
+from tests.servers import SlurmCluster
 
 pytestmark = needs_sandbox
 
@@ -35,17 +37,31 @@ def _request(folder: Path, command: list[str]) -> RunRequest:
     return RunRequest(spec, folder / "job", 30, "insitu-job")
 
 
-@pytest.mark.parametrize("kind", ["local", "fake"])
-def test_every_executor_keeps_the_contract(kind: str, shared_tmp: Path) -> None:
-    executor: Executor = (
-        LocalExecutor()
-        if kind == "local"
-        else FakeExecutor(outcome=RunStatus(RunState.exited, exit_code=0, end_reason="exit_code"))
-    )
+def _executor(kind: str, request: pytest.FixtureRequest) -> Executor:
+    if kind == "local":
+        return LocalExecutor()
+    if kind == "slurm":
+        cluster: SlurmCluster = request.getfixturevalue("slurm")
+        return SlurmExecutor(str(cluster.conf))
+    return FakeExecutor(outcome=RunStatus(RunState.exited, exit_code=0, end_reason="exit_code"))
+
+
+EXECUTORS = [
+    "local",
+    "fake",
+    pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.xdist_group("slurm")]),
+]
+
+
+@pytest.mark.parametrize("kind", EXECUTORS)
+def test_every_executor_keeps_the_contract(
+    kind: str, shared_tmp: Path, request: pytest.FixtureRequest
+) -> None:
+    executor = _executor(kind, request)
     assert isinstance(executor, Executor)
-    request = _request(shared_tmp, ["/bin/sh", "-c", "echo out; echo result > /results/r"])
-    reference = executor.prepare(request)
-    assert executor.prepare(request) == reference  # idempotent
+    run_request = _request(shared_tmp, ["/bin/sh", "-c", "echo out; echo result > /results/r"])
+    reference = executor.prepare(run_request)
+    assert executor.prepare(run_request) == reference  # idempotent
     assert executor.status(reference).state == RunState.pending
     executor.start(reference)
     executor.start(reference)  # idempotent: one run
@@ -59,9 +75,9 @@ def test_every_executor_keeps_the_contract(kind: str, shared_tmp: Path) -> None:
     assert isinstance(executor.logs(reference), bytes)
     executor.cleanup(reference)
     executor.cleanup(reference)
-    if kind == "local":
+    if kind in ("local", "slurm"):
         assert executor.logs(reference) == b"out\n"
-        assert (request.spec.results / "r").read_text() == "result\n"
+        assert (run_request.spec.results / "r").read_text() == "result\n"
         assert "cgroup" in status.detail or "rlimits" in status.detail
 
 

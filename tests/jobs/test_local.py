@@ -11,9 +11,12 @@ import pytest
 
 from insitu.db import session_scope
 from insitu.jobs import service as jobs
+from insitu.jobs.backends.protocol import Executor
+from insitu.jobs.backends.slurm import SlurmExecutor
 from insitu.jobs.models import Flavor, Job, JobState
 from insitu.ledger.models import LedgerEntry
 from tests.jobs.conftest import Site, needs_sandbox
+from tests.servers import SlurmCluster
 
 pytestmark = [needs_sandbox, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
@@ -24,8 +27,10 @@ def _run(
     flavor: str = "no-gpu",
     wait_s: float = 30,
     sample: int | None = None,
+    executor: Executor | None = None,
 ) -> Job:
     platform = site.platform
+    executor = executor or site.executor
     with session_scope(platform.sessions) as session:
         submission = jobs.submit(
             session,
@@ -41,12 +46,12 @@ def _run(
         job_id = submission.job.id
     with session_scope(platform.sessions) as session:
         assert jobs.dispatch(
-            session, platform.settings, platform.store, site.executor, site.names()
+            session, platform.settings, platform.store, executor, site.names()
         ) == [job_id]
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         with session_scope(platform.sessions) as session:
-            if jobs.follow(session, site.executor):
+            if jobs.follow(session, executor):
                 break
         time.sleep(0.05)
     with session_scope(platform.sessions) as session:
@@ -60,7 +65,7 @@ def _log(site: Site, job: Job) -> str:
     return (jobs.job_folder(site.platform.settings, job) / "log").read_text()
 
 
-def _flavor(site: Site, **changes: int) -> None:
+def _flavor(site: Site, **changes: int | str) -> None:
     with session_scope(site.platform.sessions) as session:
         jobs.ensure_default_flavors(session)
         flavor = session.query(Flavor).filter_by(name="no-gpu").one()
@@ -119,12 +124,26 @@ def test_memory_is_limited(site: Site) -> None:
         assert "more memory" in job.hint
 
 
-def test_a_job_cannot_escape(site: Site, shared_tmp: Path) -> None:
+@pytest.mark.parametrize(
+    "backend",
+    ["local", pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.xdist_group("slurm")])],
+)
+def test_a_job_cannot_escape(
+    site: Site, shared_tmp: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    executor: Executor = site.executor
+    if backend == "slurm":
+        cluster: SlurmCluster = request.getfixturevalue("slurm")
+        executor = SlurmExecutor(str(cluster.conf))
+        _flavor(site, backend="slurm")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     port = listener.getsockname()[1]
     store = site.platform.settings.resolved_store_url.removeprefix("file://")
+    munge = "/run/munge/munge.socket.2"
+    if backend == "slurm":
+        munge = str(request.getfixturevalue("slurm").folder / "munge.sock")
     probe = f"""
 import os, socket, subprocess
 def tried(what, action):
@@ -143,6 +162,8 @@ tried("INSITU_HOME", lambda: os.listdir("{site.platform.settings.home}"))
 tried("other home", lambda: os.listdir("/home/stan"))
 tried("host /etc", lambda: open("/etc/shadow"))
 tried("raw disk", lambda: open("/dev/vda", "rb"))
+tried("munge socket", lambda: socket.socket(socket.AF_UNIX).connect("{munge}"))
+tried("postgres socket", lambda: os.listdir("/var/run/postgresql"))
 tried("other dataset", lambda: os.listdir("/data/sample-v1"))
 pids = [p for p in os.listdir("/proc") if p.isdigit()]
 print("pids", len(pids))
@@ -152,12 +173,12 @@ print("uid", os.getuid())
     home = site.platform.settings.resolved_homes_root / "rita"
     home.mkdir(parents=True, exist_ok=True)
     (home / "probe.py").write_text(probe)
-    job = _run(site, ["/usr/bin/python3", "/home/rita/probe.py"])
+    job = _run(site, ["/usr/bin/python3", "/home/rita/probe.py"], executor=executor)
     listener.close()
     log = _log(site, job)
     assert job.state == JobState.succeeded, log
     assert "ESCAPED" not in log, log
-    assert log.count("refused") == 10, log
+    assert log.count("refused") == 12, log
     pid_line = next(line for line in log.splitlines() if line.startswith("pids"))
     assert int(pid_line.split()[1]) <= 3, pid_line  # only its own processes
     assert "uid 1000" in log

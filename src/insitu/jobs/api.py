@@ -116,18 +116,21 @@ def show_job(job_id: int, principal: AnyUser, session: DbSessionDep) -> dict[str
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
-def job_logs(job_id: int, principal: AnyUser, session: DbSessionDep) -> str:
+def job_logs(job_id: int, principal: AnyUser, session: DbSessionDep, platform: PlatformDep) -> str:
     """The job's log: the last 1 MB, redacted, for its owner; all of it for admins."""
     job = _mine(session, principal, job_id)
-    return service.read_logs(session, executors()[job.backend], principal, job_id)
+    executor = executors(platform.settings)[job.backend]
+    return service.read_logs(session, executor, principal, job_id)
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: int, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
+def cancel_job(
+    job_id: int, principal: AnyUser, session: DbSessionDep, platform: PlatformDep
+) -> dict[str, Any]:
     """Stop a job of yours."""
     job = _mine(session, principal, job_id)
     try:
-        service.cancel(session, executors()[job.backend], principal, job_id)
+        service.cancel(session, executors(platform.settings)[job.backend], principal, job_id)
     except service.NotYoursError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from None
     except service.JobError as exc:

@@ -30,6 +30,21 @@ CANCEL = "cancel"
 LOG_LIMIT = 64 * 1024 * 1024  # what the runner keeps at most; users see far less
 
 
+def write_exit(
+    folder: Path, exit_code: int | None, end_reason: str, run_seconds: float, limits: str
+) -> None:
+    """Record how a job ended (the file every backend's status reads)."""
+    _write_atomically(
+        folder / EXIT,
+        {
+            "exit_code": exit_code,
+            "end_reason": end_reason,
+            "run_seconds": round(run_seconds, 3),
+            "limits": limits,
+        },
+    )
+
+
 def _write_atomically(path: Path, document: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(document))
@@ -111,15 +126,7 @@ def run(folder: Path) -> int:
         oom = False
     if not end_reason:
         end_reason = "out_of_memory" if oom else "exit_code"
-    _write_atomically(
-        folder / EXIT,
-        {
-            "exit_code": code,
-            "end_reason": end_reason,
-            "run_seconds": round(time.monotonic() - started, 3),
-            "limits": limits,
-        },
-    )
+    write_exit(folder, code, end_reason, time.monotonic() - started, limits)
     return 0
 
 

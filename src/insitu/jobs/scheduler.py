@@ -13,30 +13,41 @@ from insitu.db import session_scope
 from insitu.jobs import service as jobs
 from insitu.jobs.backends.local import LocalExecutor
 from insitu.jobs.backends.protocol import Executor
+from insitu.jobs.backends.slurm import SlurmExecutor
+from insitu.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def executors() -> dict[str, Executor]:
-    """The backends this deployment runs (Slurm and Kubernetes join with their issue parts)."""
-    return {"local": LocalExecutor()}
+def executors(settings: Settings | None = None) -> dict[str, Executor]:
+    """The backends this deployment runs: local always, Slurm where INSITU_SLURM_CONF is set
+    (a flavor's ``backend`` picks one)."""
+    backends: dict[str, Executor] = {"local": LocalExecutor()}
+    if settings is not None and settings.slurm_conf:
+        backends["slurm"] = SlurmExecutor(settings.slurm_conf)
+    return backends
 
 
 def tick(platform: Platform, backends: dict[str, Executor] | None = None) -> tuple[int, int]:
-    """One round: (jobs started, jobs that ended)."""
-    backends = backends or executors()
-    executor = backends["local"]
-    with session_scope(platform.sessions) as session:
-        ended = jobs.follow(session, executor)
-    with session_scope(platform.sessions) as session:
-        queued_users = jobs.queued_user_ids(session)
-        names = access.user_names(session, queued_users)
-        free = platform.settings.local_job_slots - jobs.running_count(session)
-        started = (
-            jobs.dispatch(session, platform.settings, platform.store, executor, names, free)
-            if free > 0
-            else []
-        )
+    """One round over every backend: (jobs started, jobs that ended)."""
+    backends = backends or executors(platform.settings)
+    started: list[int] = []
+    ended: list[int] = []
+    for name, executor in backends.items():
+        with session_scope(platform.sessions) as session:
+            ended += jobs.follow(session, executor)
+        with session_scope(platform.sessions) as session:
+            names = access.user_names(session, jobs.queued_user_ids(session))
+            # Slurm queues itself; only the local host's slots are counted here.
+            free = (
+                platform.settings.local_job_slots - jobs.running_count(session, name)
+                if name == "local"
+                else 1000
+            )
+            if free > 0:
+                started += jobs.dispatch(
+                    session, platform.settings, platform.store, executor, names, free
+                )
     return len(started), len(ended)
 
 
@@ -59,7 +70,7 @@ class Scheduler:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        backends = executors()
+        backends = executors(self.platform.settings)
         while not self._stop.is_set():
             try:
                 tick(self.platform, backends)

@@ -203,10 +203,13 @@ def list_jobs(
     )
 
 
-def running_count(session: Session) -> int:
-    """Jobs between preflight and their end."""
+def running_count(session: Session, backend: str | None = None) -> int:
+    """Jobs between preflight and their end (on one backend, if named)."""
     live = [JobState.preflight, JobState.scheduled, JobState.running]
-    return int(session.scalar(select(func.count()).where(Job.state.in_(live))) or 0)
+    statement = select(func.count()).where(Job.state.in_(live))
+    if backend is not None:
+        statement = statement.where(Job.backend == backend)
+    return int(session.scalar(statement) or 0)
 
 
 def queued_user_ids(session: Session) -> set[int]:
@@ -286,7 +289,7 @@ def _request(
         scratch_mb=flavor.scratch_mb,
         gpus=list(range(flavor.gpus)),
     )
-    return RunRequest(spec, folder, flavor.max_runtime_s, settings.job_user)
+    return RunRequest(spec, folder, flavor.max_runtime_s, settings.job_user, flavor.name)
 
 
 def dispatch(
@@ -300,7 +303,7 @@ def dispatch(
     """Start queued jobs in fair order (preflight again, prepare, start); returns their ids.
     A job whose use is no longer allowed (grant revoked, dataset invalidated) fails here."""
     started = []
-    for job in _fair_queue(session)[:limit]:
+    for job in [j for j in _fair_queue(session) if j.backend == executor.name][:limit]:
         host = ledger.HOST_ACTOR
         _move(session, job, JobState.preflight, host, JOB_STATE)
         version = session.get(ToolVersion, job.tool_version_id)
@@ -398,7 +401,8 @@ def _state_of(status: RunStatus) -> tuple[JobState, str]:
 def follow(session: Session, executor: Executor) -> list[int]:
     """Ask the backend about every running job and record those that ended; returns them."""
     ended = []
-    for job in session.scalars(select(Job).where(Job.state == JobState.running)):
+    running = select(Job).where(Job.state == JobState.running, Job.backend == executor.name)
+    for job in session.scalars(running):
         status = executor.status(job.backend_ref)
         if status.state in (RunState.exited, RunState.lost):
             state, reason = _state_of(status)

@@ -41,6 +41,7 @@ class RunRequest:
     """The job's folder on the platform host (log, state files)."""
     max_runtime_s: int
     job_user: str
+    flavor: str = ""
 
 
 @runtime_checkable
