@@ -98,7 +98,7 @@ def test_the_state_machine_on_the_fake_backend(
     site: Site, outcome: RunStatus, state: JobState, reason: str
 ) -> None:
     platform = site.platform
-    fake = FakeExecutor()
+    fake = FakeExecutor(name="local")  # stands in for the backend the flavor names
     with session_scope(platform.sessions) as session:
         job = jobs.submit(session, platform.settings, site.rita, tool_ref="hello@1.0.0",
                           dataset_names=["lung"], flavor="no-gpu", command=None).job  # fmt: skip
