@@ -241,3 +241,19 @@ def test_a_smoke_run_sees_the_first_subjects_only(site: Site) -> None:
     sample = _run(site, ["/usr/bin/python3", "-c", count], sample=1)
     assert "subjects 2 files 4" in _log(site, full)
     assert "subjects 1 files 2" in _log(site, sample)
+
+
+def test_filling_scratch_and_forking_without_end_are_stopped(site: Site) -> None:
+    _flavor(site, scratch_mb=8)
+    fill = "dd if=/dev/zero of=/scratch/big bs=1M count=64; echo dd=$?"
+    filled = _run(site, ["/bin/sh", "-c", fill])
+    assert "No space left on device" in _log(site, filled)
+    assert "dd=1" in _log(site, filled)
+    _flavor(site, max_runtime_s=5)
+    bomb = (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
+    forked = _run(site, ["/usr/bin/python3", "-c", bomb])
+    assert forked.state == JobState.timed_out  # the pids limit held it; the watchdog ended it
+    # The platform keeps working: the next job runs.
+    assert _run(site, ["/bin/true"]).state == JobState.succeeded
