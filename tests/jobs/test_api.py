@@ -71,6 +71,8 @@ def test_jobs_through_the_api(site: Site) -> None:
         queued = client.post("/api/v1/jobs", json=body, headers=rita).json()["job"]
         assert (queued["state"], queued["queue_position"]) == ("queued", 0)
         job_id = queued["id"]
+        shown = client.get(f"/api/v1/jobs/{job_id}", headers=rita).json()
+        assert shown["expected_wait_s"] is None  # no job ended yet: no estimate
         assert client.get(f"/api/v1/jobs/{job_id}", headers=stan).status_code == 403
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -86,6 +88,13 @@ def test_jobs_through_the_api(site: Site) -> None:
         assert client.get(f"/api/v1/jobs/{job_id}/logs", headers=stan).status_code == 403
         ended = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=rita)
         assert ended.status_code == 409
+        second = client.post("/api/v1/jobs", json=body, headers=rita).json()["job"]
+        waiting = client.get(f"/api/v1/jobs/{second['id']}", headers=rita).json()
+        assert waiting["expected_wait_s"] is not None  # from the first job's run time
+        assert (
+            client.post(f"/api/v1/jobs/{second['id']}/cancel", headers=rita).json()["state"]
+            == "cancelled"
+        )
         flavors = client.get("/api/v1/flavors", headers=rita).json()
         assert [f["name"] for f in flavors] == ["no-gpu", "small-gpu", "medium-gpu", "large-gpu"]
     with session_scope(platform.sessions) as session:

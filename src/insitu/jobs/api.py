@@ -18,6 +18,7 @@ from insitu.jobs import preflight as checks
 from insitu.jobs import service
 from insitu.jobs.models import Flavor, Job
 from insitu.jobs.scheduler import executors
+from insitu.settings import Settings
 from insitu.tools.models import Tool, ToolVersion
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -40,8 +41,16 @@ def _problems(items: list[checks.Problem]) -> list[dict[str, str]]:
     return [{"code": p.code, "message": p.message, "fix": p.fix} for p in items]
 
 
-def _info(session: Session, job: Job, position: bool = True) -> dict[str, Any]:
+def _info(
+    session: Session, job: Job, position: bool = True, settings: Settings | None = None
+) -> dict[str, Any]:
     version = session.get(ToolVersion, job.tool_version_id)
+    place = service.queue_position(session, job) if position else None
+    wait = (
+        service.expected_wait_s(session, settings, place)
+        if place is not None and settings is not None
+        else None
+    )
     tool = session.get(Tool, version.tool_id) if version else None
     return {
         "id": job.id,
@@ -54,7 +63,8 @@ def _info(session: Session, job: Job, position: bool = True) -> dict[str, Any]:
         "exit_code": job.exit_code,
         "end_reason": job.end_reason,
         "hint": job.hint,
-        "queue_position": service.queue_position(session, job) if position else None,
+        "queue_position": place,
+        "expected_wait_s": wait,
         "run_seconds": job.details.get("run_seconds"),
     }
 
@@ -110,9 +120,12 @@ def _mine(session: Session, principal: Any, job_id: int) -> Job:
 
 
 @router.get("/{job_id}")
-def show_job(job_id: int, principal: AnyUser, session: DbSessionDep) -> dict[str, Any]:
-    """A job of yours: its state and when it got there, its queue position, why it ended."""
-    return _info(session, _mine(session, principal, job_id))
+def show_job(
+    job_id: int, principal: AnyUser, session: DbSessionDep, platform: PlatformDep
+) -> dict[str, Any]:
+    """A job of yours: its state and when it got there, its queue position and expected
+    wait, why it ended."""
+    return _info(session, _mine(session, principal, job_id), settings=platform.settings)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)

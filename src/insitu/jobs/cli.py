@@ -24,6 +24,8 @@ def _line(job: dict[str, Any]) -> str:
 
 def _show(job: dict[str, Any]) -> None:
     typer.echo(_line(job))
+    if job.get("expected_wait_s") is not None:
+        typer.echo(f"  expected wait: about {job['expected_wait_s']:.0f} s")
     typer.echo(f"  command: {' '.join(job['command'])}")
     for state, when in job["state_times"].items():
         typer.echo(f"  {state:<10} {when}")

@@ -212,6 +212,20 @@ def running_count(session: Session, backend: str | None = None) -> int:
     return int(session.scalar(statement) or 0)
 
 
+def expected_wait_s(session: Session, settings: Settings, position: int) -> float | None:
+    """A rough wait for the job at ``position`` in the queue: the median run time of the last
+    100 ended jobs, times the jobs before it, over the local slots (None with no history)."""
+    recent = session.scalars(
+        select(Job.details).where(Job.state.in_(list(END_STATES))).order_by(Job.id.desc())
+        .limit(100)
+    ).all()  # fmt: skip
+    times = sorted(float(d["run_seconds"]) for d in recent if d.get("run_seconds") is not None)
+    if not times:
+        return None
+    median = times[len(times) // 2]
+    return round(median * (position + 1) / max(1, settings.local_job_slots), 1)
+
+
 def queued_user_ids(session: Session) -> set[int]:
     """Users with queued jobs."""
     return set(session.scalars(select(Job.user_id).where(Job.state == JobState.queued)))
