@@ -8,7 +8,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from insitu.access import service
 from insitu.access.models import Project, Role
@@ -28,19 +28,27 @@ class WhoAmI(BaseModel):
     role: str
 
 
+def _not_a_job_label(label: str) -> str:
+    if label.startswith(service.JOB_TOKEN_LABEL):
+        raise ValueError(
+            f"labels may not start with {service.JOB_TOKEN_LABEL!r}: it marks job tokens"
+        )
+    return label
+
+
 class PasswordLogin(BaseModel):
     """A password login that asks for an API token."""
 
     name: str = Field(max_length=64)
     password: str = Field(max_length=1024)
-    label: str = Field(default="login", max_length=64)
+    label: Annotated[str, AfterValidator(_not_a_job_label)] = Field(default="login", max_length=64)
     expires_days: int = Field(default=30, ge=1, le=365)
 
 
 class NewToken(BaseModel):
     """A token to create for oneself."""
 
-    label: str = Field(default="", max_length=64)
+    label: Annotated[str, AfterValidator(_not_a_job_label)] = Field(default="", max_length=64)
     expires_days: int = Field(default=30, ge=1, le=365)
 
 
@@ -141,9 +149,12 @@ def create_token(body: NewToken, principal: AnyUser, session: DbSession) -> Issu
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="your account is gone")
     expires_at = utcnow() + dt.timedelta(days=body.expires_days)
-    token = service.issue_token(
-        session, user, body.label, expires_at, actor=ledger.user_actor(user.id)
-    )
+    try:
+        token = service.issue_token(
+            session, user, body.label, expires_at, actor=ledger.user_actor(user.id)
+        )
+    except service.AccessError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     return IssuedToken(token=token, name=user.name, role=user.role.value, expires_at=expires_at)
 
 

@@ -104,6 +104,32 @@ def _record_login(platform: Platform, principal: Principal) -> None:
         record_login(login_session, principal)
 
 
+JOB_TOKEN_PATHS = ("/api/v1/jobs", "/api/v1/flavors", "/api/v1/whoami")
+
+
+def _check_job_scope(request: Request, principal: Principal) -> None:
+    """A job's socket takes only that job's token, and a job token works only there, for job
+    calls (releases will join): nothing else in the platform answers a job."""
+    socket_job = getattr(request.app.state, "job_socket", None)
+    socket_owner = getattr(request.app.state, "job_owner", None)
+    if socket_job is not None and (
+        principal.job_id != socket_job or principal.user_id != socket_owner
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail="this socket takes only its job's token"
+        )
+    if principal.job_id is not None and socket_job is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a job token works only on its job's socket (/run/insitu.sock)",
+        )
+    if principal.job_id is not None and not request.url.path.startswith(JOB_TOKEN_PATHS):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="from inside a job, only job calls are allowed",
+        )
+
+
 def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting authenticated users with one of ``roles`` (any role if none)."""
     allowed = frozenset(roles)
@@ -118,6 +144,7 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
         if credentials is None and token and request.method in UNSAFE_METHODS:
             await _check_csrf(request, platform, token)
         principal = await run_in_threadpool(_authenticate, session, token)
+        _check_job_scope(request, principal)
         if principal.login_due:
             await run_in_threadpool(_record_login, platform, principal)
         if allowed and principal.role not in allowed:

@@ -44,8 +44,13 @@ class Principal:
     name: str
     role: Role
     token_id: int = 0
+    job_id: int | None = None
+    """Set for a job-scoped token: it works only on that job's socket, for job calls."""
     login_due: bool = False
     """The token's first use today: ``record_login`` should put it on the ledger."""
+
+
+JOB_TOKEN_LABEL = "job:"  # noqa: S105 - a label prefix, not a secret
 
 
 def hash_token(token: str) -> str:
@@ -139,8 +144,14 @@ def issue_token(
     label: str = "",
     expires_at: dt.datetime | None = None,
     actor: str = ledger.HOST_ACTOR,
+    *,
+    job_scoped: bool = False,
 ) -> str:
     """Create a token for ``user`` and return it; only its hash is stored."""
+    if label.startswith(JOB_TOKEN_LABEL) and not job_scoped:
+        raise AccessError(
+            f"token labels may not start with {JOB_TOKEN_LABEL!r}: it marks job tokens"
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         user_id=user.id,
@@ -173,13 +184,43 @@ def authenticate_token(session: Session, token: str) -> Principal | None:
     user = row.user
     if not user.active:
         return None
+    job_id = int(row.label[4:]) if row.label.startswith(JOB_TOKEN_LABEL) else None
     return Principal(
         user_id=user.id,
         name=user.name,
         role=user.role,
         token_id=row.id,
-        login_due=row.last_login_on != utcnow().date().isoformat(),
+        login_due=row.last_login_on != utcnow().date().isoformat() and job_id is None,
+        job_id=job_id,
     )
+
+
+def issue_job_token(session: Session, user_id: int, job_id: int, expires_at: dt.datetime) -> str:
+    """A token for one job's sandbox: it works only on that job's socket, and ends with it."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise AccessError(f"no user {user_id}")
+    return issue_token(session, user, f"{JOB_TOKEN_LABEL}{job_id}", expires_at, job_scoped=True)
+
+
+def revoke_job_tokens(session: Session, job_id: int) -> int:
+    """Revoke a job's tokens when it ends; how many."""
+    rows = session.scalars(
+        select(ApiToken).where(
+            ApiToken.label == f"{JOB_TOKEN_LABEL}{job_id}", ApiToken.revoked_at.is_(None)
+        )
+    ).all()
+    for row in rows:
+        row.revoked_at = utcnow()
+    if rows:
+        ledger.record(
+            session,
+            events.ACCESS_TOKEN_REVOKED,
+            actor=ledger.HOST_ACTOR,
+            subject=f"token:{rows[0].id}",
+            payload={"job": job_id, "tokens": len(rows)},
+        )
+    return len(rows)
 
 
 def record_login(session: Session, principal: Principal) -> None:

@@ -74,7 +74,17 @@ def submit(
     body: NewJob, principal: AnyUser, session: DbSessionDep, platform: PlatformDep
 ) -> dict[str, Any]:
     """Check a job (preflight) and queue it. Problems answer 422, each with its fix; with
-    ``dry_run`` nothing is queued and the preflight is the answer."""
+    ``dry_run`` nothing is queued and the preflight is the answer. From inside a job, only
+    the parent job's datasets may be named."""
+    if principal.job_id is not None:
+        allowed = service.dataset_names_of(session, principal.job_id)
+        outside = [d for d in body.datasets if d.partition("@")[0] not in allowed]
+        if outside:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"from inside job {principal.job_id}, only its datasets may be used; "
+                f"not {', '.join(outside)}",
+            )
     result = service.submit(
         session,
         platform.settings,

@@ -14,6 +14,7 @@ from insitu.jobs import service as jobs
 from insitu.jobs.backends.local import LocalExecutor
 from insitu.jobs.backends.protocol import Executor
 from insitu.jobs.backends.slurm import SlurmExecutor
+from insitu.jobs.sockets import JobSockets
 from insitu.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,13 @@ def executors(settings: Settings | None = None) -> dict[str, Executor]:
     return backends
 
 
-def tick(platform: Platform, backends: dict[str, Executor] | None = None) -> tuple[int, int]:
-    """One round over every backend: (jobs started, jobs that ended)."""
+def tick(
+    platform: Platform,
+    backends: dict[str, Executor] | None = None,
+    sockets: JobSockets | None = None,
+) -> tuple[int, int]:
+    """One round over every backend: (jobs started, jobs that ended). With ``sockets``,
+    each job gets its API socket at /run/insitu.sock."""
     backends = backends or executors(platform.settings)
     started: list[int] = []
     ended: list[int] = []
@@ -46,8 +52,11 @@ def tick(platform: Platform, backends: dict[str, Executor] | None = None) -> tup
             )
             if free > 0:
                 started += jobs.dispatch(
-                    session, platform.settings, platform.store, executor, names, free
+                    session, platform.settings, platform.store, executor, names, free, sockets
                 )
+    if sockets is not None:
+        for job_id in ended:
+            sockets.close(job_id)
     return len(started), len(ended)
 
 
@@ -71,9 +80,11 @@ class Scheduler:
 
     def _run(self) -> None:
         backends = executors(self.platform.settings)
+        sockets = JobSockets(self.platform)
         while not self._stop.is_set():
             try:
-                tick(self.platform, backends)
+                tick(self.platform, backends, sockets)
             except Exception:  # one bad job must not stop the scheduler: log it, go on
                 log.exception("scheduler tick failed")
             self._stop.wait(self.interval_s)
+        sockets.close_all()

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from insitu.access import service as access
 from insitu.access.service import Principal
 from insitu.datasets import service as datasets
 from insitu.datasets.view import ensure_view, view_name
@@ -22,6 +23,7 @@ from insitu.jobs.backends.protocol import Executor, RunRequest, RunState, RunSta
 from insitu.jobs.logs import redact
 from insitu.jobs.models import END_STATES, Flavor, Job, JobState
 from insitu.jobs.sandbox import SandboxSpec, job_user_ids
+from insitu.jobs.sockets import JobSockets
 from insitu.ledger import events
 from insitu.ledger import service as ledger
 from insitu.settings import Settings
@@ -203,6 +205,14 @@ def list_jobs(
     )
 
 
+def dataset_names_of(session: Session, job_id: int) -> set[str]:
+    """The names of a job's datasets."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return set()
+    return {datasets.get_dataset_by_id(session, i).name for i in job.dataset_ids}
+
+
 def running_count(session: Session, backend: str | None = None) -> int:
     """Jobs between preflight and their end (on one backend, if named)."""
     live = [JobState.preflight, JobState.scheduled, JobState.running]
@@ -267,7 +277,12 @@ def _fair_queue(session: Session) -> list[Job]:
 
 
 def _request(
-    session: Session, settings: Settings, store: BlobStore, job: Job, user_name: str
+    session: Session,
+    settings: Settings,
+    store: BlobStore,
+    job: Job,
+    user_name: str,
+    sockets: JobSockets | None = None,
 ) -> RunRequest:
     version = session.get(ToolVersion, job.tool_version_id)
     flavor = session.scalars(select(Flavor).where(Flavor.name == job.flavor)).one()
@@ -290,9 +305,18 @@ def _request(
     if ids is not None:  # the sandbox starts as the job user: it must own what it writes
         for path in (home, results):
             os.chown(path, *ids)
+    socket_path = None
+    env: dict[str, str] = {}
+    if sockets is not None:
+        expires = utcnow() + dt.timedelta(seconds=flavor.max_runtime_s + 300)
+        env["INSITU_TOKEN"] = access.issue_job_token(session, job.user_id, job.id, expires)
+        env["INSITU_URL"] = "unix:/run/insitu.sock"
+        socket_path = sockets.open(job.id, job.user_id, folder)
     spec = SandboxSpec(
         job_id=job.id,
         user=user_name,
+        env=env,
+        socket=socket_path,
         command=list(job.command),
         tool=tool_path,
         views=views,
@@ -313,6 +337,7 @@ def dispatch(
     executor: Executor,
     user_names: dict[int, str],
     limit: int = 1000,
+    sockets: JobSockets | None = None,
 ) -> list[int]:
     """Start queued jobs in fair order (preflight again, prepare, start); returns their ids.
     A job whose use is no longer allowed (grant revoked, dataset invalidated) fails here."""
@@ -334,7 +359,7 @@ def dispatch(
                  "; ".join(reasons))  # fmt: skip
             continue
         try:
-            request = _request(session, settings, store, job, user_names[job.user_id])
+            request = _request(session, settings, store, job, user_names[job.user_id], sockets)
         except (OSError, ValueError, RuntimeError) as exc:  # one job's setup, not the queue's
             _end(session, job, JobState.failed, "setup_failed", None, None,
                  f"the job could not be set up: {exc}")  # fmt: skip
@@ -359,6 +384,7 @@ def _end(
     flavor = session.scalars(select(Flavor).where(Flavor.name == job.flavor)).first()
     job.exit_code = exit_code
     job.end_reason = reason
+    access.revoke_job_tokens(session, job.id)
     job.details = {**job.details, "run_seconds": run_seconds}
     template = HINTS.get(reason, "") if state != JobState.succeeded else ""
     job.hint = hint or template.format(

@@ -33,14 +33,19 @@ def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-def create_app(platform: Platform) -> FastAPI:
-    """Build the app for one opened deployment."""
+def create_app(
+    platform: Platform, job_socket: int | None = None, job_owner: int | None = None
+) -> FastAPI:
+    """Build the app for one opened deployment (``job_socket``: the app a job's Unix socket
+    serves, which takes only that job's token)."""
     app = FastAPI(
         title="insitu",
         version=__version__,
         description="In-situ processing of de-identified medical imaging data.",
     )
     app.state.platform = platform
+    app.state.job_socket = job_socket
+    app.state.job_owner = job_owner
     app.state.login_limiter = SlidingWindowLimiter(platform.settings.login_attempts_per_minute)
     api = APIRouter(prefix="/api/v1")
     api.include_router(health_router)
