@@ -423,3 +423,26 @@ def test_tool_commands_against_a_live_server(
     code, out, _ = _invoke("tool", "list", "--json")
     assert [(t["version"], t["state"]) for t in json.loads(out)] == [("1.0.0", "deprecated")]
     assert "use summary@2.0.0" in _invoke("tool", "show", "summary@1.0.0")[1]
+
+
+def test_job_commands_explain_problems(
+    live_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
+    code, _, err = _invoke(
+        "job", "submit", "--tool", "nothing", "--dataset", "none", "--", "python3", "~/x.py"
+    )
+    assert code == 1
+    assert "the tool 'nothing' names no version" in err
+    assert "fix: give it as NAME@VERSION" in err
+    assert "'~' is not expanded" in err
+    assert "nothing was queued" in err
+    code, out, _ = _invoke("job", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    code, _, err = _invoke("job", "show", "999")
+    assert code == 1
+    assert "403" in err
+    monkeypatch.delenv("INSITU_TOKEN")
+    code, _, err = _invoke("job", "list")
+    assert code == 1
+    assert "401" in err

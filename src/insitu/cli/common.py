@@ -94,6 +94,15 @@ def api_token(url: str) -> str | None:
     return None
 
 
+def http_client(url: str, timeout: float = 60) -> httpx.Client:
+    """An HTTP client for the server at ``url``; ``unix:/path`` is the platform's socket
+    inside a job or session (/run/insitu.sock)."""
+    if url.startswith("unix:"):
+        transport = httpx.HTTPTransport(uds=url.removeprefix("unix:"))
+        return httpx.Client(transport=transport, base_url="http://insitu", timeout=timeout)
+    return httpx.Client(base_url=url, timeout=timeout)
+
+
 def api_request(
     method: str,
     path: str,
@@ -115,15 +124,15 @@ def api_request(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     headers |= extra_headers or {}
     try:
-        response = httpx.request(
-            method,
-            f"{url}/api/v1{path}",
-            params={k: v for k, v in (params or {}).items() if v is not None},
-            json=json_body,
-            content=content,
-            headers=headers,
-            timeout=timeout,
-        )
+        with http_client(url, timeout) as client:
+            response = client.request(
+                method,
+                f"/api/v1{path}",
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                json=json_body,
+                content=content,
+                headers=headers,
+            )
     except httpx.HTTPError as exc:
         fail(
             f"cannot reach the insitu server at {url} ({exc}); start it with `insitu serve` "
