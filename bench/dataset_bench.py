@@ -25,21 +25,20 @@ import os
 import platform as host
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 from sqlalchemy import insert
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
 
+from bench.live import live_server, timed_gets  # noqa: E402
 from insitu.access import service as access  # noqa: E402 - after the path is set
 from insitu.access.models import Role  # noqa: E402
 from insitu.catalog.models import ClinicalRecord, Instance, Series, Study, Subject  # noqa: E402
@@ -139,12 +138,6 @@ def _timed_copy(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _many_datasets(platform: Platform, count: int, steward_id: int) -> None:
     """``count`` published datasets over the same two series (metadata rows only)."""
     now = utcnow()
@@ -184,31 +177,17 @@ def _many_datasets(platform: Platform, count: int, steward_id: int) -> None:
 
 
 def _list_latencies(platform: Platform, token: str, total: int, requests: int) -> list[float]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    latencies: list[float] = []
-    headers = {"Authorization": f"Bearer {token}"}
     rng = random.Random(7)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
-        for number in range(requests + 20):
-            offset = rng.randrange(0, max(1, total - 100))
-            started = time.perf_counter()
-            answer = client.get("/api/v1/datasets", params={"limit": 100, "offset": offset})
-            elapsed = time.perf_counter() - started
-            answer.raise_for_status()
-            if len(answer.json()) != 100:
-                raise SystemExit(f"a page of {len(answer.json())} datasets, not 100")
-            if number >= 20:  # the first requests warm the connection pool and caches
-                latencies.append(elapsed)
-    server.should_exit = True
-    thread.join()
-    return latencies
+
+    def page(_number: int) -> tuple[str, dict[str, object]]:
+        return "/api/v1/datasets", {"limit": 100, "offset": rng.randrange(0, max(1, total - 100))}
+
+    def full(answer: httpx.Response) -> None:
+        if len(answer.json()) != 100:
+            raise SystemExit(f"a page of {len(answer.json())} datasets, not 100")
+
+    with live_server(create_app(platform)) as url:
+        return timed_gets(url, token, page, requests, 20, full)
 
 
 def main() -> None:

@@ -25,17 +25,13 @@ import json
 import os
 import platform as host
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import httpx
-import uvicorn
 from sqlalchemy import insert
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from tests.tools.bundles import write_bundle  # noqa: E402
 from tests.tools.wheels import make_wheel  # noqa: E402
 
+from bench.live import live_server, timed_gets  # noqa: E402
 from insitu.access import service as access  # noqa: E402 - after the path is set
 from insitu.access.models import Role  # noqa: E402
 from insitu.catalog.models import Instance, Series, Study, Subject  # noqa: E402
@@ -298,30 +295,8 @@ def _list(platform: Platform, rita: access.Principal, total: int, requests: int)
         token = access.issue_token(session, access.get_user(session, "rita"))  # type: ignore[arg-type]
     from insitu.web.app import create_app
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    latencies = []
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}
-    ) as client:
-        for number in range(requests + 10):
-            started = time.perf_counter()
-            answer = client.get("/api/v1/jobs", params={"limit": 50})
-            elapsed = time.perf_counter() - started
-            answer.raise_for_status()
-            if number >= 10:
-                latencies.append(elapsed)
-    server.should_exit = True
-    thread.join()
-    return latencies
+    with live_server(create_app(platform)) as url:
+        return timed_gets(url, token, lambda _n: ("/api/v1/jobs", {"limit": 50}), requests, 10)
 
 
 def main() -> None:
