@@ -32,6 +32,30 @@ from tests.tools.bundles import manifest_text, write_bundle
 from tests.tools.wheels import make_wheel
 
 
+def submit_job(
+    site: Site,
+    command: list[str] | None,
+    flavor: str = "no-gpu",
+    sample: int | None = None,
+) -> int:
+    """Rita's job of hello@1.0.0 on lung, queued; its id."""
+    from insitu.jobs import service as jobs
+
+    with session_scope(site.platform.sessions) as session:
+        submission = jobs.submit(
+            session,
+            site.platform.settings,
+            site.rita,
+            tool_ref="hello@1.0.0",
+            dataset_names=["lung"],
+            flavor=flavor,
+            command=command,
+            sample=sample,
+        )
+        assert submission.job is not None, submission.preflight.problems
+        return submission.job.id
+
+
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[SlurmCluster]:
     """A real one-node Slurm cluster, one per test session (tests using it share an xdist

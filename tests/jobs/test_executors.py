@@ -99,11 +99,7 @@ def test_the_state_machine_on_the_fake_backend(
 ) -> None:
     platform = site.platform
     fake = FakeExecutor(name="local")  # stands in for the backend the flavor names
-    with session_scope(platform.sessions) as session:
-        job = jobs.submit(session, platform.settings, site.rita, tool_ref="hello@1.0.0",
-                          dataset_names=["lung"], flavor="no-gpu", command=None).job  # fmt: skip
-        assert job is not None
-        job_id = job.id
+    job_id = submit_job(site, None)
     with session_scope(platform.sessions) as session:
         assert jobs.dispatch(session, platform.settings, platform.store, fake, site.names()) == [
             job_id
@@ -123,11 +119,7 @@ def test_the_state_machine_on_the_fake_backend(
 
 def _running_job(site: Site, command: list[str]) -> int:
     platform = site.platform
-    with session_scope(platform.sessions) as session:
-        job = jobs.submit(session, platform.settings, site.rita, tool_ref="hello@1.0.0",
-                          dataset_names=["lung"], flavor="no-gpu", command=command).job  # fmt: skip
-        assert job is not None
-        job_id = job.id
+    job_id = submit_job(site, command)
     with session_scope(platform.sessions) as session:
         jobs.dispatch(session, platform.settings, platform.store, LocalExecutor(), site.names())
     return job_id

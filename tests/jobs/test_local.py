@@ -15,7 +15,7 @@ from insitu.jobs.backends.protocol import Executor
 from insitu.jobs.backends.slurm import SlurmExecutor
 from insitu.jobs.models import Flavor, Job, JobState
 from insitu.ledger.models import LedgerEntry
-from tests.jobs.conftest import Site, needs_sandbox
+from tests.jobs.conftest import Site, needs_sandbox, submit_job
 from tests.servers import SlurmCluster
 
 pytestmark = [needs_sandbox, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
@@ -31,19 +31,7 @@ def _run(
 ) -> Job:
     platform = site.platform
     executor = executor or site.executor
-    with session_scope(platform.sessions) as session:
-        submission = jobs.submit(
-            session,
-            platform.settings,
-            site.rita,
-            tool_ref="hello@1.0.0",
-            dataset_names=["lung"],
-            flavor=flavor,
-            command=command,
-            sample=sample,
-        )
-        assert submission.job is not None, submission.preflight.problems
-        job_id = submission.job.id
+    job_id = submit_job(site, command, flavor, sample)
     with session_scope(platform.sessions) as session:
         assert jobs.dispatch(
             session, platform.settings, platform.store, executor, site.names()
@@ -201,18 +189,7 @@ def test_nothing_outlives_the_job(site: Site) -> None:
 
 def test_cancel(site: Site) -> None:
     platform = site.platform
-    with session_scope(platform.sessions) as session:
-        submission = jobs.submit(
-            session,
-            platform.settings,
-            site.rita,
-            tool_ref="hello@1.0.0",
-            dataset_names=["lung"],
-            flavor="no-gpu",
-            command=["/usr/bin/python3", "-c", "import time; time.sleep(60)"],
-        )
-        assert submission.job is not None
-        job_id = submission.job.id
+    job_id = submit_job(site, ["/usr/bin/python3", "-c", "import time; time.sleep(60)"])
     with session_scope(platform.sessions) as session:
         jobs.dispatch(session, platform.settings, platform.store, site.executor, site.names())
     time.sleep(0.5)

@@ -10,12 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from insitu.db import session_scope
-from insitu.jobs import service as jobs
 from insitu.jobs.models import Job, JobState
 from insitu.jobs.scheduler import tick
 from insitu.jobs.sockets import JobSockets
 from insitu.web.app import create_app
-from tests.jobs.conftest import Site, needs_sandbox
+from tests.jobs.conftest import Site, needs_sandbox, submit_job
 
 pytestmark = [needs_sandbox, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
@@ -51,18 +50,7 @@ def test_the_job_socket(site: Site) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "calls.py").write_text(CALLS)
     sockets = JobSockets(platform)
-    with session_scope(platform.sessions) as session:
-        job = jobs.submit(
-            session,
-            platform.settings,
-            site.rita,
-            tool_ref="hello@1.0.0",
-            dataset_names=["lung"],
-            flavor="no-gpu",
-            command=["/usr/bin/python3", "/home/rita/calls.py"],
-        ).job
-        assert job is not None
-        job_id = job.id
+    job_id = submit_job(site, ["/usr/bin/python3", "/home/rita/calls.py"])
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
