@@ -19,7 +19,7 @@ from insitu.jobs.backends.slurm import SlurmExecutor
 from insitu.jobs.models import Job, JobState
 from insitu.jobs.runner import PID
 from insitu.jobs.sandbox import SandboxSpec, job_user_ids
-from tests.jobs.conftest import Site, needs_sandbox
+from tests.jobs.conftest import Site, needs_sandbox, submit_job
 from tests.servers import SlurmCluster
 
 pytestmark = needs_sandbox
