@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     """The unprivileged host user jobs' sandboxes start as when insitu runs as root."""
     slurm_conf: str = ""
     """The Slurm cluster's slurm.conf; set, flavors with ``backend = slurm`` run through it."""
+    kubernetes_kubeconfig: str = ""
+    """A kubeconfig; set, flavors with ``backend = kubernetes`` run as Kubernetes Jobs."""
+    kubernetes_namespace: str = "insitu"
+    kubernetes_bundle_image: str = ""
+    """The base image bundles run in on Kubernetes, pinned by digest (…@sha256:…)."""
+    kubernetes_queue: str = ""
+    """A Kueue LocalQueue to label jobs with; empty: none."""
     local_job_slots: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     """Jobs the local backend runs at once; the rest wait in the queue."""
     job_max_concurrent: int = 4

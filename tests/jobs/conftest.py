@@ -27,6 +27,7 @@ from insitu.tools.environment import build_settings
 from insitu.tools.manifest import pack_folder
 from tests.conftest import make_settings
 from tests.datasets.conftest import ingest_clinical_corpus
+from tests.k8s_fake import FakeCluster, fake_kubernetes
 from tests.servers import SlurmCluster, slurm_cluster
 from tests.tools.bundles import manifest_text, write_bundle
 from tests.tools.wheels import make_wheel
@@ -54,6 +55,13 @@ def submit_job(
         )
         assert submission.job is not None, submission.preflight.problems
         return submission.job.id
+
+
+@pytest.fixture
+def kubernetes_fake() -> Iterator[FakeCluster]:
+    """The fake Kubernetes API server (schemas checked, pods run in the local sandbox)."""
+    with fake_kubernetes() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from insitu.db import session_scope
 from insitu.jobs import service as jobs
 from insitu.jobs.backends.fake import FakeExecutor
+from insitu.jobs.backends.kubernetes import KubernetesExecutor
 from insitu.jobs.backends.local import LocalExecutor
 from insitu.jobs.backends.protocol import Executor, RunRequest, RunState, RunStatus
 from insitu.jobs.backends.slurm import SlurmExecutor
@@ -20,6 +22,7 @@ from insitu.jobs.models import Job, JobState
 from insitu.jobs.runner import PID
 from insitu.jobs.sandbox import SandboxSpec, job_user_ids
 from tests.jobs.conftest import Site, needs_sandbox, submit_job
+from tests.k8s_fake import FakeCluster, fake_kubernetes
 from tests.servers import SlurmCluster
 
 pytestmark = needs_sandbox
@@ -37,18 +40,29 @@ def _request(folder: Path, command: list[str]) -> RunRequest:
     return RunRequest(spec, folder / "job", 30, "insitu-job")
 
 
+@pytest.fixture
+def kubernetes() -> Iterator[FakeCluster]:
+    with fake_kubernetes() as cluster:
+        yield cluster
+
+
 def _executor(kind: str, request: pytest.FixtureRequest) -> Executor:
     if kind == "local":
         return LocalExecutor()
     if kind == "slurm":
         cluster: SlurmCluster = request.getfixturevalue("slurm")
         return SlurmExecutor(str(cluster.conf))
+    if kind == "kubernetes":
+        fake: FakeCluster = request.getfixturevalue("kubernetes")
+        return KubernetesExecutor(str(fake.kubeconfig), "insitu", BASE_IMAGE)
     return FakeExecutor(outcome=RunStatus(RunState.exited, exit_code=0, end_reason="exit_code"))
 
 
+BASE_IMAGE = "registry.example.org/insitu/python@sha256:" + "c" * 64
 EXECUTORS = [
     "local",
     "fake",
+    "kubernetes",
     pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.xdist_group("slurm")]),
 ]
 
@@ -75,9 +89,10 @@ def test_every_executor_keeps_the_contract(
     assert isinstance(executor.logs(reference), bytes)
     executor.cleanup(reference)
     executor.cleanup(reference)
-    if kind in ("local", "slurm"):
+    if kind in ("local", "slurm", "kubernetes"):
         assert executor.logs(reference) == b"out\n"
         assert (run_request.spec.results / "r").read_text() == "result\n"
+    if kind in ("local", "slurm"):
         assert "cgroup" in status.detail or "rlimits" in status.detail
 
 

@@ -11,12 +11,16 @@ import pytest
 
 from insitu.db import session_scope
 from insitu.jobs import service as jobs
+from insitu.jobs.backends.kubernetes import KubernetesExecutor
 from insitu.jobs.backends.protocol import Executor
 from insitu.jobs.backends.slurm import SlurmExecutor
 from insitu.jobs.models import Flavor, Job, JobState
 from insitu.ledger.models import LedgerEntry
 from tests.jobs.conftest import Site, needs_sandbox, submit_job
+from tests.k8s_fake import FakeCluster
 from tests.servers import SlurmCluster
+
+K8S_IMAGE = "registry.example.org/insitu/python@sha256:" + "c" * 64
 
 pytestmark = [needs_sandbox, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
@@ -114,7 +118,11 @@ def test_memory_is_limited(site: Site) -> None:
 
 @pytest.mark.parametrize(
     "backend",
-    ["local", pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.xdist_group("slurm")])],
+    [
+        "local",
+        pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.xdist_group("slurm")]),
+        "kubernetes",
+    ],
 )
 def test_a_job_cannot_escape(
     site: Site, shared_tmp: Path, backend: str, request: pytest.FixtureRequest
@@ -124,6 +132,10 @@ def test_a_job_cannot_escape(
         cluster: SlurmCluster = request.getfixturevalue("slurm")
         executor = SlurmExecutor(str(cluster.conf))
         _flavor(site, backend="slurm")
+    if backend == "kubernetes":
+        fake: FakeCluster = request.getfixturevalue("kubernetes_fake")
+        executor = KubernetesExecutor(str(fake.kubeconfig), "insitu", K8S_IMAGE)
+        _flavor(site, backend="kubernetes")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()

@@ -29,6 +29,7 @@ from insitu.tools.models import ToolVersion
 
 FLAVOR_ORDER = ("no-gpu", "small-gpu", "medium-gpu", "large-gpu")
 WRITABLE = ("/results", "/scratch", "/home")
+IMAGE_BACKENDS = ("kubernetes",)  # the backends that run OCI images
 READ_ONLY = ("/data", "/opt/tool")
 PROGRAM_ROOTS = ("/usr/bin", "/usr/local/bin", "/bin")
 # Paths people type that exist on the host but never in a job (/tmp: a job has its own).
@@ -335,13 +336,17 @@ def run_preflight(
                 reason,
                 "use a verified version (insitu tool list), or test yours on a synthetic dataset",
             )
-    if version is not None and version.runtime == "oci" and not can_run_images:
+    _check_flavor(session, result, user_id, flavor_name, quota or Quota())
+    images = can_run_images or (
+        result.flavor is not None and result.flavor.backend in IMAGE_BACKENDS
+    )
+    if version is not None and version.runtime == "oci" and not images:
         result.add(
             "backend_no_images",
-            f"{tool_ref} runs an OCI image and this backend runs bundles only",
+            f"{tool_ref} runs an OCI image and the {flavor_name} flavor's backend runs bundles "
+            "only",
             "use a flavor on the kubernetes backend, or a bundle version of the tool",
         )
-    _check_flavor(session, result, user_id, flavor_name, quota or Quota())
     if sample is not None and sample < 1:
         result.add("sample_size", f"--sample {sample} is not a number of subjects", "use 1 or more")
     effective = list(command) if command else list(version.command if version else [])

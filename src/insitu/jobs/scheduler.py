@@ -11,6 +11,7 @@ from insitu.access import service as access
 from insitu.core.platform import Platform
 from insitu.db import session_scope
 from insitu.jobs import service as jobs
+from insitu.jobs.backends.kubernetes import KubernetesExecutor
 from insitu.jobs.backends.local import LocalExecutor
 from insitu.jobs.backends.protocol import Executor
 from insitu.jobs.backends.slurm import SlurmExecutor
@@ -21,11 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def executors(settings: Settings | None = None) -> dict[str, Executor]:
-    """The backends this deployment runs: local always, Slurm where INSITU_SLURM_CONF is set
-    (a flavor's ``backend`` picks one)."""
+    """The backends this deployment runs: local always, Slurm where INSITU_SLURM_CONF is set,
+    Kubernetes where INSITU_KUBERNETES_KUBECONFIG is (a flavor's ``backend`` picks one)."""
     backends: dict[str, Executor] = {"local": LocalExecutor()}
     if settings is not None and settings.slurm_conf:
         backends["slurm"] = SlurmExecutor(settings.slurm_conf)
+    if settings is not None and settings.kubernetes_kubeconfig:
+        backends["kubernetes"] = KubernetesExecutor(
+            settings.kubernetes_kubeconfig,
+            settings.kubernetes_namespace,
+            settings.kubernetes_bundle_image,
+            settings.kubernetes_queue,
+        )
     return backends
 
 

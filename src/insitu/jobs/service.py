@@ -327,7 +327,9 @@ def _request(
         scratch_mb=flavor.scratch_mb,
         gpus=list(range(flavor.gpus)),
     )
-    return RunRequest(spec, folder, flavor.max_runtime_s, settings.job_user, flavor.name)
+    return RunRequest(
+        spec, folder, flavor.max_runtime_s, settings.job_user, flavor.name, version.image
+    )
 
 
 def dispatch(

@@ -42,6 +42,8 @@ class RunRequest:
     max_runtime_s: int
     job_user: str
     flavor: str = ""
+    image: str | None = None
+    """The tool's OCI image (pinned by digest), for backends that run images."""
 
 
 @runtime_checkable
