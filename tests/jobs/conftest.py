@@ -29,7 +29,7 @@ from tests.conftest import make_settings
 from tests.datasets.conftest import ingest_clinical_corpus
 from tests.k8s_fake import FakeCluster, fake_kubernetes
 from tests.servers import SlurmCluster, slurm_cluster
-from tests.tools.bundles import manifest_text, write_bundle
+from tests.tools.bundles import manifest_text, oci_bundle, write_bundle
 from tests.tools.wheels import make_wheel
 
 
@@ -183,5 +183,12 @@ def site(shared_tmp: Path, database_url: str, tools_root: Path) -> Iterator[Site
     _tool(site, shared_tmp / "t1", requirement, "1.0.0", verified=True)
     _tool(site, shared_tmp / "t2", requirement, "2.0.0", verified=False)
     _tool(site, shared_tmp / "t3", requirement, "3.0.0", verified=True, gpu=True)
+    with session_scope(platform.sessions) as session:  # a tool that runs an OCI image
+        image = tools.publish(
+            session, platform.store, build_settings(platform.settings), oci_bundle("img"),
+            site.mia,
+        ).version  # fmt: skip
+        tools.submit(session, image, site.mia)
+        tools.verify(session, image, site.stan)
     yield site
     platform.close()

@@ -42,6 +42,8 @@ WRONG = [
      "/home/rita"),
     ("an empty command", {"command": []}, "tool_default_or_empty", ""),
     ("a smoke run of no subjects", {"sample": 0}, "sample_size", "1 or more"),
+    ("an image tool on a bundle backend", {"tool_ref": "img@1.0.0"}, "backend_no_images",
+     "kubernetes"),
 ]  # fmt: skip
 
 
