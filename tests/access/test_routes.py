@@ -70,6 +70,7 @@ EXPECTED = {
     ("GET", "/api/v1/jobs/{job_id}/logs"): ("any",),
     ("POST", "/api/v1/jobs/{job_id}/cancel"): ("any",),
     ("GET", "/api/v1/flavors"): ("any",),
+    ("PUT", "/api/v1/flavors/{name}"): ("admin",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
     ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
     ("GET", "/datasets/{name}/v{version}/datacite.json"): ("public",),
@@ -209,6 +210,7 @@ def test_public_routes_and_docs(client: TestClient) -> None:
 # added to one of the two.
 NOT_OWNED = {
     ("GET", "/api/v1/ingest/batches/{batch_id}"),
+    ("PUT", "/api/v1/flavors/{name}"),  # the admins' shared settings
     # Reviews are the reviewers' shared work (and never the maintainer's own: tests/tools).
     ("POST", "/api/v1/tools/{name}/{version}/verify"),
     ("POST", "/api/v1/tools/{name}/{version}/reject"),

@@ -439,6 +439,20 @@ def test_job_commands_explain_problems(
     assert "nothing was queued" in err
     code, out, _ = _invoke("job", "list", "--json")
     assert (code, json.loads(out)) == (0, [])
+    assert "small-gpu" in _invoke("job", "flavors")[1]
+    code, _, err = _invoke("job", "set-flavor", "tiny", "--cpus", "1", "--memory-mb", "512",
+                           "--max-runtime-h", "1")  # fmt: skip
+    assert code == 1
+    assert "403" in err
+    monkeypatch.setenv("INSITU_TOKEN", live_server["admin"])
+    code, out, err = _invoke("job", "set-flavor", "tiny", "--cpus", "1", "--memory-mb", "512",
+                             "--max-runtime-h", "0.5", "--backend", "slurm")  # fmt: skip
+    assert (code, out.strip()) == (0, "flavor tiny set"), err
+    assert "tiny" in _invoke("job", "flavors")[1]
+    code, _, err = _invoke("job", "set-flavor", "bad", "--cpus", "1", "--memory-mb", "512",
+                           "--max-runtime-h", "1", "--backend", "mesos")  # fmt: skip
+    assert "backend 'mesos' is unknown" in err
+    monkeypatch.setenv("INSITU_TOKEN", live_server["res"])
     code, _, err = _invoke("job", "show", "999")
     assert code == 1
     assert "403" in err

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from insitu.access.permissions import AnyUser, get_platform
+from insitu.access.permissions import Admin, AnyUser, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.core.platform import Platform
 from insitu.jobs import preflight as checks
@@ -171,3 +171,32 @@ def list_flavors(principal: AnyUser, session: DbSessionDep) -> list[dict[str, An
     ] or [(*f, "local") for f in service.DEFAULT_FLAVORS]
     keys = ("name", "cpus", "memory_mb", "gpus", "max_runtime_s", "scratch_mb", "backend")
     return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+class NewFlavor(BaseModel):
+    """A resource flavor (whole GPUs; a MIG profile where the host offers them)."""
+
+    cpus: int = Field(ge=1, le=1024)
+    memory_mb: int = Field(ge=64)
+    gpus: int = Field(default=0, ge=0, le=64)
+    max_runtime_s: int = Field(ge=1)
+    scratch_mb: int = Field(default=1024, ge=1)
+    backend: str = Field(default="local", max_length=16)
+    mig_profile: str | None = Field(default=None, max_length=32)
+
+
+@flavors_router.put("/{name}")
+def set_flavor(
+    name: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,31}$")],
+    body: NewFlavor,
+    principal: Admin,
+    session: DbSessionDep,
+) -> dict[str, Any]:
+    """Create or change a flavor (admins)."""
+    try:
+        flavor = service.set_flavor(
+            session, service.FlavorSpec(name=name, **body.model_dump()), principal.user_id
+        )
+    except service.JobError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    return {"name": flavor.name, **body.model_dump()}

@@ -149,3 +149,40 @@ def wait(
         if time.monotonic() > deadline:
             fail(f"job {job_id} is still {job['state']} after {timeout:.0f} s")
         time.sleep(0.5)
+
+
+@job_app.command("flavors")
+def flavors(json_output: JsonFlag = False) -> None:
+    """The resource flavors on offer."""
+    rows = api_get("/flavors")
+    if json_output:
+        emit_json(rows)
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['name']:<12} {row['cpus']:>3} CPUs {row['memory_mb']:>7} MB "
+            f"{row['gpus']} GPU  {row['max_runtime_s'] // 3600:>3} h  {row['backend']}"
+        )
+
+
+@job_app.command("set-flavor")
+def set_flavor(
+    name: Annotated[str, typer.Argument(help="Flavor name, e.g. small-gpu.")],
+    cpus: Annotated[int, typer.Option(help="CPUs.")],
+    memory_mb: Annotated[int, typer.Option(help="Memory in MB.")],
+    max_runtime_h: Annotated[float, typer.Option(help="Longest run, in hours.")],
+    gpus: Annotated[int, typer.Option(help="Whole GPUs.")] = 0,
+    scratch_mb: Annotated[int, typer.Option(help="Size of /scratch in MB.")] = 1024,
+    backend: Annotated[str, typer.Option(help="local, slurm or kubernetes.")] = "local",
+) -> None:
+    """Create or change a resource flavor (admins)."""
+    body = {
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "gpus": gpus,
+        "max_runtime_s": int(max_runtime_h * 3600),
+        "scratch_mb": scratch_mb,
+        "backend": backend,
+    }
+    api_request("PUT", f"/flavors/{name}", json_body=body)
+    typer.echo(f"flavor {name} set")

@@ -86,11 +86,53 @@ def ensure_default_flavors(session: Session) -> None:
         )
     ledger.record(
         session,
-        events.register("job.flavors_set", "the admin's resource flavors changed"),
+        FLAVORS_SET,
         actor=ledger.HOST_ACTOR,
         subject="flavors",
         payload={"flavors": [f[0] for f in DEFAULT_FLAVORS]},
     )
+
+
+FLAVORS_SET = events.register("job.flavors_set", "the admin's resource flavors changed")
+BACKENDS = ("local", "slurm", "kubernetes")
+
+
+@dataclass(frozen=True)
+class FlavorSpec:
+    """What an admin sets for a flavor."""
+
+    name: str
+    cpus: int
+    memory_mb: int
+    gpus: int
+    max_runtime_s: int
+    scratch_mb: int
+    backend: str = "local"
+    mig_profile: str | None = None
+
+
+def set_flavor(session: Session, spec: FlavorSpec, actor_id: int) -> Flavor:
+    """Create or change a flavor (admins); jobs already queued keep the flavor's name."""
+    ensure_default_flavors(session)
+    if spec.backend not in BACKENDS:
+        raise JobError(f"backend {spec.backend!r} is unknown: use {', '.join(BACKENDS)}")
+    if min(spec.cpus, spec.memory_mb, spec.max_runtime_s, spec.scratch_mb) < 1 or spec.gpus < 0:
+        raise JobError("CPUs, memory, run time and scratch must be positive; GPUs 0 or more")
+    flavor = session.scalars(select(Flavor).where(Flavor.name == spec.name)).first()
+    if flavor is None:
+        flavor = Flavor(name=spec.name)
+        session.add(flavor)
+    for key in ("cpus", "memory_mb", "gpus", "max_runtime_s", "scratch_mb", "backend",
+                "mig_profile"):  # fmt: skip
+        setattr(flavor, key, getattr(spec, key))
+    ledger.record(
+        session,
+        FLAVORS_SET,
+        actor=ledger.user_actor(actor_id),
+        subject=f"flavor:{spec.name}",
+        payload={k: v for k, v in vars(spec).items() if v is not None},
+    )
+    return flavor
 
 
 def _subject(job: Job) -> str:
