@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert
 
@@ -174,29 +175,34 @@ def _latency(platform: Platform, rita: access.Principal, rounds: int) -> list[fl
     return latencies
 
 
+def _bulk_jobs(session: Any, user_id: int, like: Job, count: int, state: JobState) -> None:
+    """``count`` job rows like ``like`` in one insert (setup, not measured)."""
+    now = utcnow()
+    session.execute(
+        insert(Job),
+        [
+            {
+                "user_id": user_id,
+                "tool_version_id": like.tool_version_id,
+                "dataset_ids": like.dataset_ids,
+                "flavor": "no-gpu",
+                "command": ["/bin/true"],
+                "state": state,
+                "state_times": {state.value: now.isoformat()},
+                "backend": "local",
+                "details": {},
+                "created_at": now,
+            }
+            for _ in range(count)
+        ],
+    )
+
+
 def _dispatch(platform: Platform, rita: access.Principal, queued: int) -> float:
     with session_scope(platform.sessions) as session:
         job = session.query(Job).first()
         assert job is not None  # noqa: S101 - the latency phase made some
-        now = utcnow().isoformat()
-        session.execute(
-            insert(Job),
-            [
-                {
-                    "user_id": rita.user_id,
-                    "tool_version_id": job.tool_version_id,
-                    "dataset_ids": job.dataset_ids,
-                    "flavor": "no-gpu",
-                    "command": ["/bin/true"],
-                    "state": JobState.queued,
-                    "state_times": {"queued": now},
-                    "backend": "local",
-                    "details": {},
-                    "created_at": utcnow(),
-                }
-                for _ in range(queued)
-            ],
-        )
+        _bulk_jobs(session, rita.user_id, job, queued, JobState.queued)
         ledger.record(
             session,
             jobs.JOB_SUBMITTED,
@@ -265,26 +271,8 @@ def _list(platform: Platform, rita: access.Principal, total: int, requests: int)
         existing = session.query(Job).count()
         job = session.query(Job).first()
         assert job is not None  # noqa: S101
-        now = utcnow()
         for start in range(existing, total, 20_000):
-            session.execute(
-                insert(Job),
-                [
-                    {
-                        "user_id": rita.user_id,
-                        "tool_version_id": job.tool_version_id,
-                        "dataset_ids": job.dataset_ids,
-                        "flavor": "no-gpu",
-                        "command": ["/bin/true"],
-                        "state": JobState.succeeded,
-                        "state_times": {},
-                        "backend": "local",
-                        "details": {},
-                        "created_at": now,
-                    }
-                    for _ in range(min(20_000, total - start))
-                ],
-            )
+            _bulk_jobs(session, rita.user_id, job, min(20_000, total - start), JobState.succeeded)
         ledger.record(
             session,
             jobs.JOB_SUBMITTED,
