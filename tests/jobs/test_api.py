@@ -100,3 +100,25 @@ def test_jobs_through_the_api(site: Site) -> None:
     with session_scope(platform.sessions) as session:
         views = session.query(LedgerEntry).filter_by(event_type="job.logs_viewed").count()
         assert views == 2
+
+
+@needs_sandbox
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_public_ledger_redacts_commands(site: Site) -> None:
+    from insitu.jobs import service as jobs
+
+    with session_scope(site.platform.sessions) as session:
+        job = jobs.submit(
+            session,
+            site.platform.settings,
+            site.rita,
+            tool_ref="hello@1.0.0",
+            dataset_names=["lung"],
+            flavor="no-gpu",
+            command=["/opt/tool/venv/bin/python", "/opt/tool/app/main.py", "--subject", PSEUDONYM],
+        ).job
+        assert job is not None
+        assert job.command[-1] == PSEUDONYM  # the owner's record keeps it
+        entry = session.query(LedgerEntry).filter_by(subject=f"job:{job.id}").one()
+        assert PSEUDONYM not in entry.payload
+        assert "[redacted: pseudonym]" in entry.payload

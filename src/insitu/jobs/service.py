@@ -135,6 +135,12 @@ def set_flavor(session: Session, spec: FlavorSpec, actor_id: int) -> Flavor:
     return flavor
 
 
+def _public_command(command: Sequence[str]) -> list[str]:
+    """The command as the public ledger records it: UIDs, pseudonyms and long encoded runs
+    redacted, as in logs (the job row keeps it whole for its owner and auditors)."""
+    return [redact(argument.encode()) for argument in command]
+
+
 def _subject(job: Job) -> str:
     return f"job:{job.id}"
 
@@ -216,7 +222,7 @@ def submit(
             "tool": tools.label(tool, version),
             "datasets": [f"{d.name} v{d.version}" for d in result.datasets],
             "flavor": job.flavor,
-            "command": job.command,
+            "command": _public_command(job.command),
         },
     )
     return Submission(result, job)
@@ -463,7 +469,7 @@ def _end(
             "run_ms": int(run_seconds * 1000) if run_seconds is not None else None,
             "tool": tool_label,
             "flavor": job.flavor,
-            "command": job.command,
+            "command": _public_command(job.command),
             "datasets": job.dataset_ids,
         },
     )
