@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,8 +339,21 @@ def test_dataset_commands_against_a_live_server(
     assert "409" in err
 
 
+@pytest.fixture
+def job_roots() -> Iterator[Path]:
+    """Where the demo's test runs keep views, tools, jobs and homes: reachable for the job
+    user the sandboxes start as (pytest's own temp folders are private to root)."""
+    shared = Path(tempfile.mkdtemp(prefix="insitu-demo-", dir="/var/tmp"))
+    shared.chmod(0o711)
+    yield shared
+    for path in [shared, *shared.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(shared, ignore_errors=True)
+
+
 def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, monkeypatch: pytest.MonkeyPatch, job_roots: Path
 ) -> None:
     from insitu.access import service as access
     from insitu.cli.main import prepare_demo
@@ -349,8 +364,9 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
     from insitu.tools import service as tools
 
     wheelhouse = Path(__file__).resolve().parents[2] / ".wheelhouse"  # make test downloads it
-    settings = load_settings(demo=True, tool_wheel_dir=wheelhouse)
-    platform, info = prepare_demo(settings, subjects=1)
+    roots = {f"{name}_root": job_roots / name for name in ("views", "tools", "jobs", "homes")}
+    settings = load_settings(demo=True, tool_wheel_dir=wheelhouse, **roots)
+    platform, info = prepare_demo(settings, subjects=2)  # two: the classifier needs both sexes
     try:
         accounts = info["accounts"]
         assert isinstance(accounts, dict)
@@ -373,7 +389,7 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
                 assert version.state.value == "verified"
     finally:
         platform.close()
-    again, _ = prepare_demo(load_settings(demo=True), subjects=1)  # re-running is safe
+    again, _ = prepare_demo(load_settings(demo=True), subjects=2)  # re-running is safe
     again.close()
 
 
@@ -409,10 +425,18 @@ def test_tool_commands_against_a_live_server(
     assert code == 1
     assert "403" in err
     monkeypatch.setenv("INSITU_TOKEN", live_server["stew"])
+    code, _, err = _invoke("tool", "verify", "summary@1.0.0")
+    assert code == 1
+    assert "no passing test run" in err
+    from tests.tools.bundles import record_passing_run
+
+    recorded = open_platform(load_settings())
+    record_passing_run(recorded, "summary", "1.0.0")
+    recorded.close()
     assert "[verified]" in _invoke("tool", "verify", "summary@1.0.0", "--note", "ok")[1]
     code, out, _ = _invoke("tool", "show", "summary")
     assert "summary@1.0.0  [verified]" in out
-    assert "used by 0 job(s)" in out
+    assert "used by 1 job(s)" in out  # its test run
     assert "maintainer mia; license Apache-2.0" in out
     assert "writes /results/summary.csv (text/csv)" in out
     code, out, _ = _invoke(

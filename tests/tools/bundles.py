@@ -63,3 +63,20 @@ def oci_bundle(name: str = "summary", version: str = "1.0.0", tmp: Path | None =
         (root / "insitu-tool.toml").write_text(manifest_text(name, version, runtime))
         (root / "README.md").write_text("# An image\n")
         return pack_folder(root)
+
+
+def record_passing_run(platform: object, name: str, version: str) -> None:
+    """The ledger evidence a successful job on synthetic data leaves (``tool.used`` with the
+    end state and the tiers), for tests whose subject is the review, not the job."""
+    from insitu.db import session_scope
+    from insitu.ledger import service as ledger
+    from insitu.tools import service as tools
+
+    with session_scope(platform.sessions) as session:  # type: ignore[attr-defined]
+        ledger.record(
+            session,
+            tools.TOOL_USED,
+            actor=ledger.HOST_ACTOR,
+            subject=f"tool:{name}@{version}",
+            payload={"job": 0, "state": "succeeded", "tiers": ["synthetic"]},
+        )

@@ -30,7 +30,7 @@ from insitu.tools.models import Tool, ToolState
 from insitu.web.app import create_app
 from tests.conftest import make_settings
 from tests.factories import encode, minimal_dataset, user_token
-from tests.tools.bundles import write_bundle
+from tests.tools.bundles import record_passing_run, write_bundle
 from tests.tools.sandbox import run_like_a_job
 from tests.tools.wheels import make_sdist, make_wheel
 
@@ -103,12 +103,16 @@ def test_publish_review_verify_deprecate(
     answer = client.post("/api/v1/tools/summary/1.0.0/reject", json={}, headers=steward)
     assert answer.status_code == 422
     assert "needs a note" in answer.json()["detail"]
+    untested = client.post("/api/v1/tools/summary/1.0.0/verify", json={}, headers=steward)
+    assert untested.status_code == 409
+    assert "no passing test run" in untested.json()["detail"]
+    record_passing_run(tool_platform, "summary", "1.0.0")
     verified = client.post(
         "/api/v1/tools/summary/1.0.0/verify", json={"note": "ran it"}, headers=steward
     )
     assert verified.json()["state"] == "verified"
     shown = client.get("/api/v1/tools/summary", headers=researcher).json()
-    assert (shown["version"], shown["jobs"], shown["license"]) == ("1.0.0", 0, "Apache-2.0")
+    assert (shown["version"], shown["jobs"], shown["license"]) == ("1.0.0", 1, "Apache-2.0")
     assert shown["outputs"] == [{"pattern": "summary.csv", "type": "text/csv"}]
     assert "<h1>Summary</h1>" in shown["readme_html"]
     # Version 2, then version 1 retired in its favour.
@@ -304,6 +308,7 @@ def test_check_runnable_is_the_tool_side_of_the_decision(
     ]
     for version in ("1.0.0", "2.0.0"):
         client.post(f"/api/v1/tools/summary/{version}/submit", headers=mia)
+        record_passing_run(tool_platform, "summary", version)
         client.post(f"/api/v1/tools/summary/{version}/verify", json={}, headers=steward)
     assert decide("1.0.0", "rita", ["synthetic-ct", "real-ct"]).allowed
     client.post(

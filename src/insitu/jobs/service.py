@@ -450,12 +450,14 @@ def _end(
         tool = tools.tool_of(session, version)
         tool_label = tools.label(tool, version)
         if run_seconds is not None:  # it ran: the tool was used
+            tiers = sorted({datasets.get_dataset_by_id(session, i).tier.value
+                            for i in job.dataset_ids})  # fmt: skip
             ledger.record(
                 session,
                 tools.TOOL_USED,
                 actor=ledger.user_actor(job.user_id),
                 subject=f"tool:{tool_label}",
-                payload={"job": job.id},
+                payload={"job": job.id, "state": state.value, "tiers": tiers},
             )
     _move(
         session,

@@ -6,6 +6,7 @@ the caller's transaction."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,10 +231,40 @@ def _require_reviewer(tool: Tool, version: ToolVersion, principal: Principal) ->
         )
 
 
-def verify(session: Session, version: ToolVersion, principal: Principal, note: str = "") -> None:
-    """A reviewer (admin or steward, never the maintainer) verifies a version in review."""
+def passing_test_runs(session: Session, tool: Tool, version: ToolVersion) -> int:
+    """Jobs that ran this version to success on synthetic-tier data only (from the ledger)."""
+    payloads = session.scalars(
+        select(LedgerEntry.payload).where(
+            LedgerEntry.event_type == TOOL_USED.name,
+            LedgerEntry.subject == _subject(tool, version),
+        )
+    )
+    count = 0
+    for text in payloads:
+        payload = json.loads(text)
+        if payload.get("state") == "succeeded" and payload.get("tiers") == ["synthetic"]:
+            count += 1
+    return count
+
+
+def verify(
+    session: Session,
+    version: ToolVersion,
+    principal: Principal,
+    note: str = "",
+    *,
+    require_test_run: bool = True,
+) -> None:
+    """A reviewer (admin or steward, never the maintainer) verifies a version in review, once
+    a job has run it to success on synthetic-tier data (the maintainer's testing tier)."""
     tool = tool_of(session, version)
     _require_reviewer(tool, version, principal)
+    if require_test_run and not passing_test_runs(session, tool, version):
+        raise ToolStateError(
+            f"{label(tool, version)} has no passing test run: its maintainer runs it first on a "
+            f"synthetic dataset (insitu job submit --tool {label(tool, version)} --dataset "
+            "SYNTHETIC ...), and it must succeed"
+        )
     version.state = ToolState.verified
     version.reviewed_by = principal.user_id
     version.reviewed_at = utcnow()
