@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     job_max_concurrent: int = 4
     """Jobs a user may have queued or running at once."""
     job_gpu_hours_per_week: float = 40.0
+    project_max_concurrent: int = 16
+    """Jobs a project may have queued or running at once (jobs submitted with --project)."""
+    project_gpu_hours_per_week: float = 200.0
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 

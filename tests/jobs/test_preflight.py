@@ -42,22 +42,28 @@ WRONG = [
      "/home/rita"),
     ("an empty command", {"command": []}, "tool_default_or_empty", ""),
     ("a smoke run of no subjects", {"sample": 0}, "sample_size", "1 or more"),
+    ("a project that is not yours", {"project": "nolab"}, "project_unknown", "--project"),
     ("an image tool on a bundle backend", {"tool_ref": "img@1.0.0"}, "backend_no_images",
      "kubernetes"),
 ]  # fmt: skip
 
 
 def _submit(site: Site, **changes: object) -> jobs.Submission:
-    values: dict[str, object] = {**GOOD, "command": ["python3", "/opt/tool/app/main.py"]}
+    values: dict[str, object] = {
+        **GOOD,
+        "command": ["python3", "/opt/tool/app/main.py"],
+        "dry_run": True,
+    }
     values.update(changes)
     with session_scope(site.platform.sessions) as session:
-        return jobs.submit(
+        submission = jobs.submit(
             session,
             site.platform.settings,
             site.rita,
-            dry_run=True,
             **values,  # type: ignore[arg-type]
         )
+        session.expunge_all()
+        return submission
 
 
 def test_a_good_submission_passes(site: Site) -> None:
@@ -106,3 +112,25 @@ def test_the_quota_of_concurrent_jobs(site: Site) -> None:
     result = _submit(site).preflight
     assert [p.code for p in result.problems] == ["quota_concurrent"]
     assert "insitu job cancel" in result.problems[0].fix
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_quota_of_a_project(site: Site) -> None:
+    from insitu.access import service as access
+    from insitu.ledger import service as ledger
+
+    platform = site.platform
+    with session_scope(platform.sessions) as session:
+        lab = access.create_project(session, "lab", "A lab", ledger.HOST_ACTOR)
+        for name in ("rita", "stan"):
+            user = access.get_user(session, name)
+            assert user is not None
+            access.add_member(session, lab, user, "member", ledger.HOST_ACTOR)
+    platform.settings.project_max_concurrent = 1
+    first = _submit(site, project="lab", dry_run=False)
+    assert first.job is not None
+    assert first.job.project_id is not None
+    result = _submit(site, project="lab").preflight
+    assert [p.code for p in result.problems] == ["quota_project_concurrent"]
+    assert "your project have 1 jobs" in result.problems[0].message
+    assert _submit(site).preflight.ok  # without --project, only the user's quota counts

@@ -34,6 +34,7 @@ class NewJob(BaseModel):
     flavor: str = Field(max_length=32)
     command: list[str] | None = Field(default=None, max_length=200)
     sample: int | None = None
+    project: str | None = Field(default=None, max_length=64, description="counts against it")
     dry_run: bool = False
 
 
@@ -95,6 +96,7 @@ def submit(
         command=body.command,
         sample=body.sample,
         dry_run=body.dry_run,
+        project=body.project,
     )
     answer: dict[str, Any] = {
         "ok": result.preflight.ok,

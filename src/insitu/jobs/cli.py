@@ -44,6 +44,9 @@ def submit(
     sample: Annotated[
         int | None, typer.Option(help="Run on the first N subjects of each dataset.")
     ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="A project of yours the job counts against.")
+    ] = None,
     command: Annotated[
         list[str] | None, typer.Argument(help="The command, after --; default: the tool's.")
     ] = None,
@@ -56,6 +59,7 @@ def submit(
         "flavor": flavor,
         "command": command or None,
         "sample": sample,
+        "project": project,
         "dry_run": dry_run,
     }
     import httpx

@@ -65,6 +65,10 @@ class Job(Base):
     dataset_ids: Mapped[list[int]] = mapped_column(JSON)
     flavor: Mapped[str] = mapped_column(String(32))
     command: Mapped[list[str]] = mapped_column(JSON)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id"), nullable=True, index=True
+    )
+    """The project the job counts against (its quota), if one was named."""
     sample: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """Run on the first N subjects of each dataset only (a smoke run)."""
     state: Mapped[JobState] = mapped_column(

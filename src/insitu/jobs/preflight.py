@@ -16,9 +16,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+from insitu.access import service as access
 from insitu.datasets import service as datasets
 from insitu.datasets.models import Dataset
 from insitu.datasets.view import view_name
@@ -55,10 +56,12 @@ class Problem:
 
 @dataclass
 class Quota:
-    """Per-user limits."""
+    """Per-user and per-project limits."""
 
     concurrent_jobs: int = 4
     gpu_hours_per_week: float = 40.0
+    project_concurrent_jobs: int = 16
+    project_gpu_hours_per_week: float = 200.0
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Preflight:
     tool_version: ToolVersion | None = None
     datasets: list[Dataset] = field(default_factory=list)
     flavor: Flavor | None = None
+    project_id: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -168,33 +172,50 @@ def _check_flavor(
                 f"the tool needs at least {version.min_flavor}; {flavor.name} is smaller",
                 f"use --flavor {version.min_flavor}",
             )
-    live = session.scalars(
-        select(Job).where(Job.user_id == user_id, Job.state.not_in(list(END_STATES)))
-    ).all()
-    if len(live) >= quota.concurrent_jobs:
+    _check_quota(session, result, flavor, Job.user_id == user_id, "you",
+                 quota.concurrent_jobs, quota.gpu_hours_per_week)  # fmt: skip
+    if result.project_id is not None:
+        _check_quota(session, result, flavor, Job.project_id == result.project_id,
+                     "your project", quota.project_concurrent_jobs,
+                     quota.project_gpu_hours_per_week)  # fmt: skip
+
+
+def _check_quota(
+    session: Session,
+    result: Preflight,
+    flavor: Flavor,
+    whose: ColumnElement[bool],
+    who: str,
+    concurrent: int,
+    gpu_hours: float,
+) -> None:
+    prefix = "quota" if who == "you" else "quota_project"
+    live = session.scalars(select(Job).where(whose, Job.state.not_in(list(END_STATES)))).all()
+    if len(live) >= concurrent:
         result.add(
-            "quota_concurrent",
-            f"you have {len(live)} jobs queued or running; your limit is {quota.concurrent_jobs}",
+            f"{prefix}_concurrent",
+            f"{who} have {len(live)} jobs queued or running; the limit is {concurrent}",
             "wait for one to end, or cancel one (insitu job cancel ID)",
         )
     if flavor.gpus:
-        used = gpu_hours_this_week(session, user_id)
+        used = gpu_hours_this_week(session, whose)
         wanted = flavor.gpus * flavor.max_runtime_s / 3600
-        if used + wanted > quota.gpu_hours_per_week:
+        if used + wanted > gpu_hours:
             result.add(
-                "quota_gpu_hours",
-                f"this job may use {wanted:.1f} GPU-hours and you used {used:.1f} of "
-                f"{quota.gpu_hours_per_week:.0f} this week",
+                f"{prefix}_gpu_hours",
+                f"this job may use {wanted:.1f} GPU-hours and {who} used {used:.1f} of "
+                f"{gpu_hours:.0f} this week",
                 "use a smaller GPU flavor, or wait until older jobs fall out of the week",
             )
 
 
-def gpu_hours_this_week(session: Session, user_id: int) -> float:
-    """GPU-hours of the user's jobs of the last 7 days (running jobs count their limit)."""
+def gpu_hours_this_week(session: Session, whose: ColumnElement[bool]) -> float:
+    """GPU-hours of the last 7 days of the jobs ``whose`` selects (a user's, a project's);
+    jobs not yet ended count their time limit."""
     since = utcnow() - dt.timedelta(days=7)
     flavors = {f.name: f for f in session.scalars(select(Flavor))}
     total = 0.0
-    for job in session.scalars(select(Job).where(Job.user_id == user_id, Job.created_at >= since)):
+    for job in session.scalars(select(Job).where(whose, Job.created_at >= since)):
         flavor = flavors.get(job.flavor)
         if flavor is None or not flavor.gpus:
             continue
@@ -322,9 +343,20 @@ def run_preflight(
     sample: int | None = None,
     quota: Quota | None = None,
     can_run_images: bool = False,
+    project: str | None = None,
 ) -> Preflight:
     """Every check, every problem with its fix. ``command`` None: the tool's default."""
     result = Preflight()
+    if project is not None:
+        found = access.get_project(session, project)
+        if found is None or access.project_role(session, found, user_id) is None:
+            result.add(
+                "project_unknown",
+                f"no project {project!r} that you are a member of",
+                "leave --project out, or ask the project's lead to add you",
+            )
+        else:
+            result.project_id = found.id
     _check_tool(session, result, tool_ref)
     _check_datasets(session, result, user_id, dataset_names)
     version = result.tool_version

@@ -178,6 +178,7 @@ def submit(
     sample: int | None = None,
     dry_run: bool = False,
     can_run_images: bool = False,
+    project: str | None = None,
 ) -> Submission:
     """Preflight, then (unless a dry run or a problem) queue the job."""
     ensure_default_flavors(session)
@@ -190,8 +191,14 @@ def submit(
         flavor_name=flavor,
         command=command,
         sample=sample,
-        quota=checks.Quota(settings.job_max_concurrent, settings.job_gpu_hours_per_week),
+        quota=checks.Quota(
+            settings.job_max_concurrent,
+            settings.job_gpu_hours_per_week,
+            settings.project_max_concurrent,
+            settings.project_gpu_hours_per_week,
+        ),
         can_run_images=can_run_images,
+        project=project,
     )
     if dry_run or not result.ok:
         return Submission(result, None)
@@ -205,6 +212,7 @@ def submit(
         flavor=result.flavor.name,
         command=list(command) if command else list(version.command),
         sample=sample,
+        project_id=result.project_id,
         state=JobState.queued,
         state_times={JobState.queued.value: utcnow().isoformat()},
         backend=result.flavor.backend,
