@@ -173,3 +173,17 @@ def test_a_killed_runner_is_a_lost_job(site: Site) -> None:
     job = _follow_until_ended(site, job_id)
     assert (job.state, job.end_reason) == (JobState.lost, "backend_lost")
     assert "submit it again" in job.hint
+
+
+def test_a_sandbox_that_cannot_be_set_up_says_so(shared_tmp: Path) -> None:
+    run_request = _request(shared_tmp, ["/bin/true"])
+    run_request.spec.views["lung-v1"] = shared_tmp / "no-such-view"
+    executor = LocalExecutor()
+    reference = executor.prepare(run_request)
+    executor.start(reference)
+    deadline = time.monotonic() + 20
+    while (status := executor.status(reference)).state != RunState.exited:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert status.end_reason == "sandbox_violation"
+    assert b"bwrap: " in executor.logs(reference)

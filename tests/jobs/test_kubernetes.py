@@ -72,6 +72,14 @@ def test_the_manifests_are_strictly_valid_and_locked_down(shared_tmp: Path) -> N
         [],
         [],
     )
+    mig = _request(shared_tmp / "mig", ["python3", "x.py"], gpus=1)
+    mig = RunRequest(mig.spec, mig.folder, 30, "insitu-job", "small-gpu", None, "1g.10gb")
+    with fake_kubernetes() as fake:
+        limits = KubernetesExecutor(str(fake.kubeconfig), "insitu", IMAGE).manifests(mig)["job"][
+            "spec"
+        ]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/mig-1g.10gb"] == "1"
+    assert "nvidia.com/gpu" not in limits
     with pytest.raises(ValueError, match="pinned by digest"):
         KubernetesExecutor(str(Path("/nonexistent")), "insitu", "python:3.11")
 

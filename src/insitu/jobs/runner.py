@@ -126,8 +126,21 @@ def run(folder: Path) -> int:
         oom = False
     if not end_reason:
         end_reason = "out_of_memory" if oom else "exit_code"
+        if code != 0 and not oom and _sandbox_refused(folder / LOG):
+            end_reason = "sandbox_violation"
     write_exit(folder, code, end_reason, time.monotonic() - started, limits)
     return 0
+
+
+def _sandbox_refused(log: Path) -> bool:
+    """Whether bubblewrap itself refused to set the sandbox up (its messages start 'bwrap:')."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return any(line.startswith("bwrap: ") for line in tail.splitlines())
 
 
 def start_detached(folder: Path) -> None:

@@ -56,7 +56,8 @@ HINTS = {
     "backend_lost": "the backend lost the job (a node restarted?): submit it again; "
     "nothing it wrote to /results was kept",
     "log_limit": "the job wrote more log than is kept (64 MB): log less, write data to /results",
-    "sandbox_violation": "the sandbox could not be set up or refused what the job did",
+    "sandbox_violation": "the sandbox could not be set up (the log's 'bwrap:' line says why): "
+    "a dataset view or the tool environment may be missing on this node; tell the admins",
 }
 
 
@@ -384,7 +385,13 @@ def _request(
         gpus=list(range(flavor.gpus)),
     )
     return RunRequest(
-        spec, folder, flavor.max_runtime_s, settings.job_user, flavor.name, version.image
+        spec,
+        folder,
+        flavor.max_runtime_s,
+        settings.job_user,
+        flavor.name,
+        version.image,
+        flavor.mig_profile,
     )
 
 

@@ -96,8 +96,11 @@ class KubernetesExecutor:
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
         ]
         resources: dict[str, Any] = {"cpu": str(spec.cpus), "memory": f"{spec.memory_mb}Mi"}
-        if spec.gpus:
-            resources["nvidia.com/gpu"] = str(len(spec.gpus))
+        if spec.gpus:  # whole GPUs, or MIG slices where the flavor names a profile (untested)
+            gpu = (
+                f"nvidia.com/mig-{request.mig_profile}" if request.mig_profile else "nvidia.com/gpu"
+            )
+            resources[gpu] = str(len(spec.gpus))
         environment = {
             "HOME": f"/home/{spec.user}",
             "INSITU_JOB_ID": str(spec.job_id),

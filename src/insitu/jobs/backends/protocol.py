@@ -43,6 +43,8 @@ class RunRequest:
     job_user: str
     flavor: str = ""
     image: str | None = None
+    mig_profile: str | None = None
+    """A MIG profile (e.g. 1g.10gb) instead of whole GPUs, where the host offers them."""
     """The tool's OCI image (pinned by digest), for backends that run images."""
 
 

@@ -68,8 +68,9 @@ class SlurmExecutor:
         ]
         if flavor_partition:
             lines.append(f"#SBATCH --partition={flavor_partition}")
-        if spec.gpus:
-            lines.append(f"#SBATCH --gres=gpu:{len(spec.gpus)}")
+        if spec.gpus:  # a MIG profile is a GRES type where the site configures one (untested)
+            kind = f"gpu:{request.mig_profile}" if request.mig_profile else "gpu"
+            lines.append(f"#SBATCH --gres={kind}:{len(spec.gpus)}")
         lines.append(f"exec {sys.executable} -m insitu.jobs.runner {folder}")
         script = folder / "job.sbatch"
         if not script.exists():
