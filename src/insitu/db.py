@@ -123,6 +123,7 @@ def import_all_models() -> None:
     from insitu.jobs import models as _jobs
     from insitu.ledger import guard as _guard
     from insitu.ledger import models as _ledger
+    from insitu.releases import models as _releases
     from insitu.tools import models as _tools
 
-    del _access, _catalog, _datasets, _ingest, _jobs, _guard, _ledger, _tools
+    del _access, _catalog, _datasets, _ingest, _jobs, _guard, _ledger, _releases, _tools

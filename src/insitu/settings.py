@@ -121,6 +121,19 @@ class Settings(BaseSettings):
     project_max_concurrent: int = 16
     """Jobs a project may have queued or running at once (jobs submitted with --project)."""
     project_gpu_hours_per_week: float = 200.0
+    releases_root: Path | None = None
+    """Stored copies of job results asking to leave (default: ``home``/releases)."""
+    release_max_file_mb: int = 200
+    """Largest result file (or file inside an archive) that may leave, in MB."""
+    release_max_request_mb: int = 1024
+    """Largest release request (all its files, and archives unpacked), in MB."""
+    release_max_identifiers: int = 10
+    """Dataset pseudonyms and UIDs one result file may name before it is refused."""
+    release_extra_checks: str = ""
+    """A deployment's own release checks: ``module:attribute`` entries, comma-separated."""
+    release_checker_memory_mb: int = 4096
+    """Memory the release checker process may use (it opens hostile files)."""
+    release_checker_timeout_s: int = 900
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 
@@ -159,6 +172,11 @@ class Settings(BaseSettings):
     def resolved_jobs_root(self) -> Path:
         """The folder of job folders."""
         return self.jobs_root or self.home / "jobs"
+
+    @property
+    def resolved_releases_root(self) -> Path:
+        """The folder of release requests' stored files."""
+        return self.releases_root or self.home / "releases"
 
     @property
     def resolved_homes_root(self) -> Path:

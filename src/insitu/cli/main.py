@@ -31,6 +31,7 @@ from insitu.jobs.cli import job_app
 from insitu.ledger import service as ledger
 from insitu.ledger.cli import ledger_app
 from insitu.ledger.keys import ensure_log_key, load_log_signer
+from insitu.releases.cli import release_app
 from insitu.settings import Settings, SettingsError, write_settings_file
 from insitu.tools.cli import tool_app
 
@@ -58,6 +59,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(tool_app, name="tool")
 app.add_typer(job_app, name="job")
+app.add_typer(release_app, name="release")
 
 
 def _initialise(settings: Settings, admin_name: str) -> tuple[Platform, str | None]:

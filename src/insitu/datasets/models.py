@@ -33,6 +33,23 @@ class Tier(enum.StrEnum):
     synthetic = "synthetic"
 
 
+class ReviewPolicy(enum.StrEnum):
+    """Who must look at a job's results before they leave (releases domain). The strictest
+    policy of a job's datasets applies."""
+
+    automatic = "automatic"
+    """Released when every check passes: synthetic-tier datasets only."""
+    one_reviewer = "one_reviewer"
+    two_reviewers = "two_reviewers"
+
+
+POLICY_STRICTNESS = {
+    ReviewPolicy.automatic: 0,
+    ReviewPolicy.one_reviewer: 1,
+    ReviewPolicy.two_reviewers: 2,
+}
+
+
 class Dataset(Base):
     """One version of a dataset."""
 
@@ -68,6 +85,12 @@ class Dataset(Base):
     pid: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     """Persistent identifier, reserved at release and registered at publication."""
     pid_registered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    review_policy: Mapped[ReviewPolicy] = mapped_column(
+        Enum(ReviewPolicy, native_enum=False, length=16),
+        default=ReviewPolicy.one_reviewer,
+        server_default=ReviewPolicy.one_reviewer.value,
+    )
+    """How job results on this version are reviewed before they leave (set by a steward)."""
 
 
 class DatasetSeries(Base):

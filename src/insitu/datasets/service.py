@@ -25,6 +25,7 @@ from insitu.datasets.models import (
     DatasetState,
     DatasetSteward,
     RequestState,
+    ReviewPolicy,
     TermsAcceptance,
     Tier,
 )
@@ -51,6 +52,9 @@ DATASET_REVOKED = events.register("dataset.revoked", "a grant of a dataset was r
 DATASET_REQUESTED = events.register("dataset.requested", "a user asked to use a dataset")
 DATASET_REQUEST_DECIDED = events.register(
     "dataset.request_decided", "a steward approved (with a grant) or refused an access request"
+)
+DATASET_REVIEW_POLICY = events.register(
+    "dataset.review_policy", "a steward set how job results on a dataset are reviewed"
 )
 DATASET_TERMS_ACCEPTED = events.register(
     "dataset.terms_accepted", "a user accepted a dataset's terms of use"
@@ -135,6 +139,10 @@ def create_dataset(
         purpose=metadata.purpose,
         terms=metadata.terms,
         tier=metadata.tier,
+        # Synthetic data may leave after the automatic checks alone; real data need a person.
+        review_policy=ReviewPolicy.automatic
+        if metadata.tier == Tier.synthetic
+        else ReviewPolicy.one_reviewer,
         state=DatasetState.draft,
         provenance=catalog.provenance_of_series(session, series_ids),
         selection=selection,
@@ -223,6 +231,27 @@ def add_steward(session: Session, dataset: Dataset, user_id: int, actor_id: int)
         actor=ledger.user_actor(actor_id),
         subject=_subject(dataset),
         payload={"user": ledger.user_actor(user_id)},
+    )
+
+
+def set_review_policy(
+    session: Session, dataset: Dataset, policy: ReviewPolicy, actor_id: int
+) -> None:
+    """How results of jobs on this version are reviewed (its stewards). ``automatic`` is
+    refused on real data: a person must look at what leaves."""
+    _require_steward(session, dataset, actor_id)
+    if policy == ReviewPolicy.automatic and dataset.tier != Tier.synthetic:
+        raise DatasetError(
+            f"{dataset.name} holds real data: the automatic review policy is only for "
+            "synthetic datasets; use one_reviewer or two_reviewers"
+        )
+    dataset.review_policy = policy
+    ledger.record(
+        session,
+        DATASET_REVIEW_POLICY,
+        actor=ledger.user_actor(actor_id),
+        subject=_subject(dataset),
+        payload={"policy": policy.value},
     )
 
 
@@ -399,6 +428,7 @@ def new_version(session: Session, dataset: Dataset, actor_id: int) -> Dataset:
         purpose=dataset.purpose,
         terms=dataset.terms,
         tier=dataset.tier,
+        review_policy=dataset.review_policy,
         state=DatasetState.draft,
         provenance=dict(dataset.provenance),
         selection={**dataset.selection, "from_version": dataset.version},

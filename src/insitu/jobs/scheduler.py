@@ -16,6 +16,7 @@ from insitu.jobs.backends.local import LocalExecutor
 from insitu.jobs.backends.protocol import Executor
 from insitu.jobs.backends.slurm import SlurmExecutor
 from insitu.jobs.sockets import JobSockets
+from insitu.releases import service as releases
 from insitu.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,34 @@ def tick(
     if sockets is not None:
         for job_id in ended:
             sockets.close(job_id)
+    collect_results(platform, ended)
     return len(started), len(ended)
+
+
+def collect_results(platform: Platform, job_ids: list[int]) -> list[int]:
+    """Turn ended jobs' /results into release requests, one transaction each; returns the
+    requests made. A job whose collection fails keeps its /results for the next try."""
+    made = []
+    for job_id in job_ids:
+        try:
+            with session_scope(platform.sessions) as session:
+                request = releases.collect(session, platform.settings, platform.store, job_id)
+                request_id = request.id if request is not None else None
+        except Exception:  # one job's results must not stop the others: log it, go on
+            log.exception("collecting the results of job %s failed", job_id)
+            continue
+        if request_id is not None:
+            releases.discard_results(platform.settings, job_id)
+            made.append(request_id)
+    return made
+
+
+def collect_pending(platform: Platform) -> list[int]:
+    """After a restart: results of ended jobs that did not become requests yet."""
+    with session_scope(platform.sessions) as session:
+        ended = jobs.ended_job_ids(session)
+    waiting = [i for i in ended if releases.has_results(platform.settings, i)]
+    return collect_results(platform, waiting)
 
 
 class Scheduler:
@@ -89,6 +117,10 @@ class Scheduler:
     def _run(self) -> None:
         backends = executors(self.platform.settings)
         sockets = JobSockets(self.platform)
+        try:
+            collect_pending(self.platform)
+        except Exception:  # the sweep is a convenience; the loop must run
+            log.exception("collecting pending results failed")
         while not self._stop.is_set():
             try:
                 tick(self.platform, backends, sockets)

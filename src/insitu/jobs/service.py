@@ -142,6 +142,23 @@ def _public_command(command: Sequence[str]) -> list[str]:
     return [redact(argument.encode()) for argument in command]
 
 
+def public_text(text: str) -> str:
+    """Text as the public ledger may record it: UIDs, pseudonyms and long encoded runs
+    redacted, as in logs."""
+    return redact(text.encode())
+
+
+def job_by_id(session: Session, job_id: int) -> Job | None:
+    """A job, for the domains that act on its end (releases)."""
+    return session.get(Job, job_id)
+
+
+def ended_job_ids(session: Session) -> list[int]:
+    """Jobs that ran and ended (a lost job kept nothing)."""
+    ended = [s for s in END_STATES if s != JobState.lost]
+    return list(session.scalars(select(Job.id).where(Job.state.in_(ended)).order_by(Job.id)))
+
+
 def _subject(job: Job) -> str:
     return f"job:{job.id}"
 

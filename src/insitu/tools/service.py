@@ -75,6 +75,14 @@ def tool_of(session: Session, version: ToolVersion) -> Tool:
     return tool
 
 
+def declared_outputs(session: Session, tool_version_id: int) -> tuple[str, list[str]]:
+    """A version's ``name@version`` and the output patterns its manifest declares."""
+    version = session.get(ToolVersion, tool_version_id)
+    if version is None:
+        return "", []
+    return label(tool_of(session, version), version), [o["pattern"] for o in version.outputs]
+
+
 @dataclass(frozen=True)
 class Published:
     """What publishing did."""

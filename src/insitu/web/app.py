@@ -19,6 +19,7 @@ from insitu.ingest.api import router as ingest_router
 from insitu.jobs.api import flavors_router
 from insitu.jobs.api import router as jobs_router
 from insitu.ledger.api import router as ledger_router
+from insitu.releases.api import router as releases_router
 from insitu.tools.api import router as tools_router
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
@@ -58,6 +59,7 @@ def create_app(
     api.include_router(tools_router)
     api.include_router(jobs_router)
     api.include_router(flavors_router)
+    api.include_router(releases_router)
     app.include_router(api)
     app.include_router(pages_router)
     app.include_router(metrics_router)

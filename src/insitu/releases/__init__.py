@@ -1,0 +1,1 @@
+"""Releases: results leave insitu only through automatic checks and human review."""
