@@ -177,35 +177,13 @@ class ArrayCheck:
                 raise TooLargeError(f"over {MAX_ELEMENTS:,} values")
             if array.dtype.kind not in "biuf":
                 continue
-            picture = item.media_type in PICTURE_TYPES
-            for kind in kinds:
-                size = f"{kind.rows}x{kind.columns}"
-                if picture and array.shape[:2] == (kind.rows, kind.columns):
-                    if _greyscale(array):
-                        return Finding(
-                            self.name,
-                            Verdict.refused,
-                            f"is a greyscale picture the size of the datasets' images ({size}): "
-                            "release plots, or pictures downscaled and annotated, instead",
-                        )
-                    flagged = size
-                for frame in _frames(array, kind):
-                    if any(frame_digest(v) in run.context.pixel_digests
-                           for v in _integer_views(frame)):  # fmt: skip
-                        return Finding(
-                            self.name,
-                            Verdict.refused,
-                            f"holds the exact pixel values of a {size} image of the job's "
-                            "datasets: pixel data never leave",
-                        )
-                    if not picture and _image_like(frame, kind):
-                        return Finding(
-                            self.name,
-                            Verdict.refused,
-                            f"holds a {size} array with values in the range of the datasets' "
-                            "images: it looks like image data, which never leave; release "
-                            "features or predictions instead",
-                        )
+            refusal = self._exact(array, run) or self._alike(array, run, item)
+            if refusal:
+                return Finding(self.name, Verdict.refused, refusal)
+            if item.media_type in PICTURE_TYPES:
+                flagged = flagged or next(
+                    (f"{k.rows}x{k.columns}" for k in kinds
+                     if array.shape[:2] == (k.rows, k.columns)), "")  # fmt: skip
         if flagged:
             return Finding(
                 self.name,
@@ -214,3 +192,34 @@ class ArrayCheck:
                 "must check that it shows no image",
             )
         return Finding(self.name, Verdict.passed, "no array shaped like the datasets' images")
+
+    @staticmethod
+    def _exact(array: np.ndarray[Any, Any], run: Run) -> str:
+        for kind in run.context.image_kinds:
+            for frame in _frames(array, kind):
+                views = _integer_views(frame)
+                if any(frame_digest(v) in run.context.pixel_digests for v in views):
+                    return (
+                        f"holds the exact pixel values of a {kind.rows}x{kind.columns} image "
+                        "of the job's datasets: pixel data never leave"
+                    )
+        return ""
+
+    @staticmethod
+    def _alike(array: np.ndarray[Any, Any], run: Run, item: Item) -> str:
+        for kind in run.context.image_kinds:
+            size = f"{kind.rows}x{kind.columns}"
+            if item.media_type in PICTURE_TYPES:
+                if array.shape[:2] == (kind.rows, kind.columns) and _greyscale(array):
+                    return (
+                        f"is a greyscale picture the size of the datasets' images ({size}): "
+                        "release plots, or pictures downscaled and annotated, instead"
+                    )
+                continue
+            if any(_image_like(frame, kind) for frame in _frames(array, kind)):
+                return (
+                    f"holds a {size} array with values in the range of the datasets' images: "
+                    "it looks like image data, which never leave; release features or "
+                    "predictions instead"
+                )
+        return ""
