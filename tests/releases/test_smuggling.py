@@ -62,7 +62,8 @@ def test_a_renamed_dicom_file_is_refused(desk: Desk) -> None:
     assert request["state"] == "refused"
     assert {"dicom", "instance-copy"} <= refused_by(request, "notes.txt")
     assert "application/dicom" in [f["media_type"] for f in request["files"]]
-    assert "notes.txt" in request["reason"] and "run it again" in request["reason"]
+    assert "notes.txt" in request["reason"]
+    assert "run it again" in request["reason"]
 
 
 def test_dicom_without_its_preamble_is_still_dicom(desk: Desk) -> None:
@@ -78,7 +79,8 @@ def test_a_dicom_file_inside_a_zip_is_refused(desk: Desk) -> None:
     assert refused_by(request, "results.zip") == {"archive"}
     item = request["files"][0]
     reason = next(c["reason"] for c in item["checks"] if c["check"] == "archive")
-    assert "figures/slice.bin" in reason and "DICOM" in reason
+    assert "figures/slice.bin" in reason
+    assert "DICOM" in reason
 
 
 def test_an_npy_of_a_slice_is_refused_exact_or_rescaled(desk: Desk) -> None:
@@ -91,7 +93,7 @@ def test_an_npy_of_a_slice_is_refused_exact_or_rescaled(desk: Desk) -> None:
     }
     request = desk.request(desk.collect(desk.job(files)))
     for name in files:
-        assert request["files"] and refused_by(request, name), name
+        assert refused_by(request, name), name
     reasons = {f["path"]: " ".join(c["reason"] for c in f["checks"]) for f in request["files"]}
     assert "exact pixel values" in reasons["slice.npy"]
     assert "exact pixel values" in reasons["slice_int32.npy"]
@@ -189,7 +191,8 @@ def test_zip_bombs_and_links_inside_archives_are_refused(desk: Desk) -> None:
     assert refused_by(request, "bomb.zip") == {"archive"}
     assert refused_by(request, "links.tar") == {"archive"}
     reasons = " ".join(c["reason"] for f in request["files"] for c in f["checks"])
-    assert "zip bomb" in reasons and "is a link" in reasons
+    assert "zip bomb" in reasons
+    assert "is a link" in reasons
 
 
 def test_honest_results_pass_and_go_to_review(desk: Desk) -> None:

@@ -20,7 +20,7 @@ from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.catalog.service import SelectionCriteria
 from insitu.core.platform import Platform
 from insitu.datasets import service, withdrawal
-from insitu.datasets.models import Dataset, Tier
+from insitu.datasets.models import Dataset, ReviewPolicy, Tier
 from insitu.datasets.view import remove_view
 from insitu.db import session_scope
 
@@ -102,6 +102,7 @@ def _info(session: Session, dataset: Dataset, user_id: int) -> dict[str, Any]:
         "purpose": dataset.purpose,
         "terms": dataset.terms,
         "tier": dataset.tier.value,
+        "review_policy": dataset.review_policy.value,
         "provenance": dataset.provenance,
         "content_hash": dataset.content_hash,
         "pid": dataset.pid,
@@ -365,6 +366,26 @@ def accept_terms(name: str, principal: AnyUser, session: DbSessionDep) -> dict[s
     dataset = _visible(session, name, principal.user_id)
     service.accept_terms(session, dataset, principal.user_id)
     return {"accepted": True, "terms": dataset.terms}
+
+
+class PolicyChange(BaseModel):
+    """How job results on the dataset are reviewed before they leave."""
+
+    policy: ReviewPolicy
+
+
+@router.put("/{name}/review-policy")
+def set_review_policy(
+    name: str, body: PolicyChange, principal: AnyUser, session: DbSessionDep
+) -> dict[str, Any]:
+    """Set the newest version's review policy (its stewards): ``automatic`` (synthetic data
+    only), ``one_reviewer`` or ``two_reviewers``."""
+    dataset = _visible(session, name, principal.user_id)
+    try:
+        service.set_review_policy(session, dataset, body.policy, principal.user_id)
+    except service.DatasetError as exc:
+        raise _refused(exc) from None
+    return _info(session, dataset, principal.user_id)
 
 
 @router.get("/{name}/stats")

@@ -34,6 +34,8 @@ def _show(info: dict[str, Any], json_output: bool) -> None:
         typer.echo(f"  PID {info['pid']} ({status})")
     if info.get("invalidated_reason"):
         typer.echo(f"  invalidated: {info['invalidated_reason']}")
+    if info.get("review_policy"):
+        typer.echo(f"  job results reviewed by: {info['review_policy']}")
 
 
 @dataset_app.command("create")
@@ -120,6 +122,20 @@ def add_steward(
     """Add a steward to the newest version (its stewards)."""
     api_request("POST", f"/datasets/{name}/stewards", json_body={"user": user})
     typer.echo(f"{user} now stewards {name}")
+
+
+@dataset_app.command("review-policy")
+def review_policy(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    policy: Annotated[
+        str, typer.Argument(help="automatic (synthetic data only), one_reviewer, two_reviewers")
+    ],
+    json_output: JsonFlag = False,
+) -> None:
+    """Set how results of jobs on the newest version are reviewed before they leave (its
+    stewards). With several datasets in a job, the strictest policy applies."""
+    answer = api_request("PUT", f"/datasets/{name}/review-policy", json_body={"policy": policy})
+    _show(answer, json_output)
 
 
 @dataset_app.command("list")
