@@ -20,6 +20,8 @@ from insitu.ingest.sources import SourceItem
 from insitu.jobs import service as jobs
 from insitu.jobs.models import Job
 from insitu.ledger import service as ledger
+from insitu.releases import service as releases
+from insitu.releases.models import ReleaseFile, ReleaseRequest, ReleaseState, Verdict
 from insitu.tools import service as tools
 from insitu.tools.environment import build_settings
 from insitu.web.app import create_app
@@ -70,6 +72,13 @@ EXPECTED = {
     ("GET", "/api/v1/jobs/{job_id}/logs"): ("any",),
     ("POST", "/api/v1/jobs/{job_id}/cancel"): ("any",),
     ("GET", "/api/v1/flavors"): ("any",),
+    ("GET", "/api/v1/releases"): ("any",),
+    ("GET", "/api/v1/releases/{release_id}"): ("any",),
+    ("POST", "/api/v1/releases/{release_id}/approve"): ("any",),
+    ("POST", "/api/v1/releases/{release_id}/reject"): ("any",),
+    ("GET", "/api/v1/releases/{release_id}/files/{file_id}/preview"): ("any",),
+    ("GET", "/api/v1/releases/{release_id}/files/{file_id}"): ("any",),
+    ("PUT", "/api/v1/datasets/{name}/review-policy"): ("any",),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
     ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
@@ -133,6 +142,8 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{grant_id}", "1")
         .replace("{request_id}", "1")
         .replace("{job_id}", "1")
+        .replace("{release_id}", "1")
+        .replace("{file_id}", "1")
         .replace("{name}", "p")
         .replace("{version}", "1")
         .replace("{user_name}", "u")
@@ -214,6 +225,10 @@ NOT_OWNED = {
     # Reviews are the reviewers' shared work (and never the maintainer's own: tests/tools).
     ("POST", "/api/v1/tools/{name}/{version}/verify"),
     ("POST", "/api/v1/tools/{name}/{version}/reject"),
+    # Release reviews likewise: the requester may never vote or preview (tests/releases).
+    ("POST", "/api/v1/releases/{release_id}/approve"),
+    ("POST", "/api/v1/releases/{release_id}/reject"),
+    ("GET", "/api/v1/releases/{release_id}/files/{file_id}/preview"),
 }
 # Public pages of dataset versions: anyone once published; before that only the dataset's
 # stewards and grantees, and a 404 for everyone else (signed in or not).
@@ -256,6 +271,10 @@ OWNED: dict[tuple[str, str], int] = {
     ("GET", "/api/v1/jobs/{job_id}"): 200,
     ("GET", "/api/v1/jobs/{job_id}/logs"): 200,
     ("POST", "/api/v1/jobs/{job_id}/cancel"): 200,
+    ("PUT", "/api/v1/datasets/{name}/review-policy"): 200,
+    # The release "owned" is the owner's job's request, waiting for review.
+    ("GET", "/api/v1/releases/{release_id}"): 200,
+    ("GET", "/api/v1/releases/{release_id}/files/{file_id}"): 409,  # not approved yet
 }
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
@@ -269,6 +288,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/datasets/{name}/requests/{request_id}/refuse"): {"note": "no"},
     ("POST", "/api/v1/tools/{name}/{version}/deprecate"): {"reason": "old", "successor": "x@1"},
     ("POST", "/api/v1/tools/{name}/{version}/runnable"): {"datasets": ["owned"]},
+    ("PUT", "/api/v1/datasets/{name}/review-policy"): {"policy": "two_reviewers"},
 }
 
 
@@ -332,7 +352,20 @@ def _owned_object(
             actor=ledger.user_actor(owner_user.id),
             subject=f"job:{job.id}",
         )
+        release = ReleaseRequest(job_id=job.id, user_id=owner_user.id, dataset_ids=[dataset.id],
+                                 policy="one_reviewer", state=ReleaseState.in_review)  # fmt: skip
+        session.add(release)
+        session.flush()
+        result = ReleaseFile(request_id=release.id, path="metrics.json", size=2, sha256="0" * 64,
+                             media_type="application/json", verdict=Verdict.passed,
+                             stored=True)  # fmt: skip
+        session.add(result)
+        session.flush()
+        ledger.record(session, releases.RELEASE_REQUESTED, actor=ledger.HOST_ACTOR,
+                      subject=f"release:{release.id}")  # fmt: skip
     return {
+        "release_id": str(release.id),
+        "file_id": str(result.id),
         "job_id": str(job.id),
         "version": "1.0.0",
         "token_id": str(token_id),

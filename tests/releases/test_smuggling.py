@@ -25,19 +25,19 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _png(array: np.ndarray, mode: str | None = None) -> bytes:  # type: ignore[type-arg]
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array, mode).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _npy(array: np.ndarray) -> bytes:  # type: ignore[type-arg]
+def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
 
 
-def _windowed(pixels: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+def _windowed(pixels: np.ndarray) -> np.ndarray:
     low, high = float(pixels.min()), float(pixels.max())
     return ((pixels - low) / max(high - low, 1) * 255).astype(np.uint8)
 

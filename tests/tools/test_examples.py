@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,15 @@ import pytest
 from insitu.access import service as access
 from insitu.access.models import Role
 from insitu.catalog.service import SelectionCriteria
-from insitu.core.platform import open_platform
+from insitu.core.platform import Platform, open_platform
 from insitu.datasets import service as datasets
 from insitu.datasets.models import Tier
 from insitu.datasets.view import ensure_view
 from insitu.db import session_scope
+from insitu.jobs import service as jobs
+from insitu.jobs.models import Job, JobState
+from insitu.ledger import service as ledger
+from insitu.releases import service as releases
 from insitu.tools import service as tools
 from insitu.tools.environment import BWRAP, build_settings
 from insitu.tools.manifest import pack_folder
@@ -101,4 +106,32 @@ def test_example_tools_publish_verify_and_run(tmp_path: Path) -> None:
     assert (results / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (results / "model.joblib").stat().st_size > 500
     assert sorted(p.name for p in results.iterdir()) == ["metrics.json", "model.joblib", "roc.png"]
+    _released_under_the_policy(platform, results, dataset_name="sample")
     platform.close()
+
+
+def _released_under_the_policy(platform: Platform, results: Path, dataset_name: str) -> None:
+    """The classifier's results, left by a job of Rita's, pass every release check and leave
+    at once under the synthetic dataset's automatic policy."""
+    with session_scope(platform.sessions) as session:
+        rita = access.create_user(session, "rita", Role.researcher)
+        version = tools.get_version(session, "radiomics-classifier", "1.0.0")
+        dataset = datasets.get_dataset(session, dataset_name)
+        assert version is not None
+        assert dataset is not None
+        job = Job(user_id=rita.id, tool_version_id=version.id, dataset_ids=[dataset.id],
+                  flavor="no-gpu", command=list(version.command), state=JobState.succeeded)  # fmt: skip
+        session.add(job)
+        session.flush()
+        ledger.record(session, jobs.JOB_ENDED, actor=ledger.HOST_ACTOR, subject=f"job:{job.id}")
+        job_id = job.id
+    folder = platform.settings.resolved_jobs_root / str(job_id)
+    folder.mkdir(parents=True)
+    shutil.copytree(results, folder / "results")
+    with session_scope(platform.sessions) as session:
+        request = releases.collect(session, platform.settings, platform.store, job_id)
+        assert request is not None
+        files = {f.path: (f.verdict.value, f.checks) for f in releases.files_of(session, request)}
+        assert request.state.value == "approved", files
+    assert {path: verdict for path, (verdict, _) in files.items()} == {
+        "metrics.json": "pass", "roc.png": "pass", "model.joblib": "pass"}  # fmt: skip

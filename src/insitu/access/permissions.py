@@ -109,7 +109,8 @@ JOB_TOKEN_PATHS = ("/api/v1/jobs", "/api/v1/flavors", "/api/v1/whoami")
 
 def _check_job_scope(request: Request, principal: Principal) -> None:
     """A job's socket takes only that job's token, and a job token works only there, for job
-    calls (releases will join): nothing else in the platform answers a job."""
+    calls: nothing else in the platform answers a job (its results leave only as a release
+    request made when it ends)."""
     socket_job = getattr(request.app.state, "job_socket", None)
     socket_owner = getattr(request.app.state, "job_owner", None)
     if socket_job is not None and (
