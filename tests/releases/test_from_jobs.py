@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from insitu.db import session_scope
 from insitu.jobs import scheduler
+from insitu.jobs.backends.protocol import Executor
 from insitu.releases.models import ReleaseFile, ReleaseRequest, ReleaseState
 from tests.jobs.conftest import Site, needs_sandbox, shared_tmp, site, submit_job, tools_root
 
@@ -28,7 +29,7 @@ open('/results/deep/er/metrics.json', 'w').write(json.dumps({'auc': 0.5}))
 
 
 def _until_ended(site: Site, job_id: int) -> None:
-    backends = {"local": site.executor}
+    backends: dict[str, Executor] = {"local": site.executor}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         scheduler.tick(site.platform, backends)
@@ -64,7 +65,7 @@ def test_a_jobs_smuggling_is_refused_when_it_ends(site: Site) -> None:
 
 def test_a_job_that_leaves_nothing_makes_no_request(site: Site) -> None:
     job_id = submit_job(site, ["/usr/bin/python3", "-c", "print('nothing to release')"])
-    backends = {"local": site.executor}
+    backends: dict[str, Executor] = {"local": site.executor}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if scheduler.tick(site.platform, backends)[1]:

@@ -120,7 +120,8 @@ def _released_under_the_policy(platform: Platform, results: Path, dataset_name: 
         assert version is not None
         assert dataset is not None
         job = Job(user_id=rita.id, tool_version_id=version.id, dataset_ids=[dataset.id],
-                  flavor="no-gpu", command=list(version.command), state=JobState.succeeded)  # fmt: skip
+                  flavor="no-gpu", command=list(version.command),
+                  state=JobState.succeeded)  # fmt: skip
         session.add(job)
         session.flush()
         ledger.record(session, jobs.JOB_ENDED, actor=ledger.HOST_ACTOR, subject=f"job:{job.id}")
