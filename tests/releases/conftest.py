@@ -23,10 +23,10 @@ from insitu.core.platform import Platform, open_platform
 from insitu.datasets import service as datasets
 from insitu.datasets.models import ReviewPolicy, Tier
 from insitu.db import session_scope
+from insitu.jobs import scheduler
 from insitu.jobs import service as jobs
 from insitu.jobs.models import Job, JobState
 from insitu.ledger import service as ledger
-from insitu.releases import service as releases
 from insitu.releases.models import ReleaseRequest
 from insitu.tools import service as tools
 from insitu.tools.environment import build_settings
@@ -91,12 +91,9 @@ class Desk:
 
     def collect(self, job_id: int) -> int:
         """The job's release request (made as the scheduler makes it); its id."""
-        with session_scope(self.platform.sessions) as session:
-            request = releases.collect(session, self.platform.settings, self.platform.store, job_id)
-            assert request is not None
-            request_id = request.id
-        releases.discard_results(self.platform.settings, job_id)
-        return request_id
+        made = scheduler.collect_results(self.platform, [job_id])
+        assert len(made) == 1, "no release request was made"
+        return made[0]
 
     def request(self, request_id: int) -> dict[str, Any]:
         """The request as the API shows it."""

@@ -260,3 +260,14 @@ def test_releases_store_is_private(desk: Desk) -> None:
     assert folder.stat().st_mode & 0o777 == 0o700
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o400}
     assert {p.name for p in folder.iterdir()} == {f["sha256"] for f in request["files"]}
+
+
+def test_a_dicom_file_appended_or_in_a_second_gzip_stream_is_refused(desk: Desk) -> None:
+    import gzip
+
+    scan = desk.instance()
+    two_streams = gzip.compress(b"harmless,csv\n1,2\n") + gzip.compress(scan)
+    files = {"plot.png": _plot() + scan, "table.csv.gz": two_streams}
+    request = desk.request(desk.collect(desk.job(files)))
+    assert "dicom" in refused_by(request, "plot.png")
+    assert refused_by(request, "table.csv.gz") == {"archive"}

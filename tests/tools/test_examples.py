@@ -19,10 +19,12 @@ from insitu.datasets import service as datasets
 from insitu.datasets.models import Tier
 from insitu.datasets.view import ensure_view
 from insitu.db import session_scope
+from insitu.jobs import scheduler
 from insitu.jobs import service as jobs
 from insitu.jobs.models import Job, JobState
 from insitu.ledger import service as ledger
 from insitu.releases import service as releases
+from insitu.releases.models import ReleaseRequest
 from insitu.tools import service as tools
 from insitu.tools.environment import BWRAP, build_settings
 from insitu.tools.manifest import pack_folder
@@ -129,8 +131,9 @@ def _released_under_the_policy(platform: Platform, results: Path, dataset_name: 
     folder = platform.settings.resolved_jobs_root / str(job_id)
     folder.mkdir(parents=True)
     shutil.copytree(results, folder / "results")
+    (request_id,) = scheduler.collect_results(platform, [job_id])
     with session_scope(platform.sessions) as session:
-        request = releases.collect(session, platform.settings, platform.store, job_id)
+        request = session.get(ReleaseRequest, request_id)
         assert request is not None
         files = {f.path: (f.verdict.value, f.checks) for f in releases.files_of(session, request)}
         assert request.state.value == "approved", files

@@ -74,16 +74,22 @@ def collect_results(platform: Platform, job_ids: list[int]) -> list[int]:
     """Turn ended jobs' /results into release requests, one transaction each; returns the
     requests made. A job whose collection fails keeps its /results for the next try."""
     made = []
+    settings = platform.settings
     for job_id in job_ids:
         try:
             with session_scope(platform.sessions) as session:
-                request = releases.collect(session, platform.settings, platform.store, job_id)
+                context = releases.prepare(session, settings, platform.store, job_id)
+            if context is None:
+                continue
+            gathered = releases.check_results(settings, job_id, context)
+            with session_scope(platform.sessions) as session:
+                request = releases.record_request(session, settings, job_id, gathered)
                 request_id = request.id if request is not None else None
         except Exception:  # one job's results must not stop the others: log it, go on
             log.exception("collecting the results of job %s failed", job_id)
             continue
         if request_id is not None:
-            releases.discard_results(platform.settings, job_id)
+            releases.discard_results(settings, job_id)
             made.append(request_id)
     return made
 

@@ -274,8 +274,21 @@ def _pass(check: Check, reason: str) -> Finding:
     return Finding(check.name, Verdict.passed, reason)
 
 
+_EMBEDDED_DICOM = b"DICM\x02\x00"  # the magic, then the first File Meta element's group
+
+
+def _holds_dicom(handle: BinaryIO) -> bool:
+    tail = b""
+    while chunk := handle.read(4 * MB):
+        if _EMBEDDED_DICOM in tail + chunk:
+            return True
+        tail = chunk[-len(_EMBEDDED_DICOM) :]
+    return False
+
+
 class DicomCheck:
-    """Refuses DICOM, found by its content whatever the file is called."""
+    """Refuses DICOM, found by its content whatever the file is called, and files with a
+    DICOM file inside (appended to a picture, say)."""
 
     name = "dicom"
 
@@ -288,6 +301,13 @@ class DicomCheck:
                 "is a DICOM file (found by its content, not its name): images never leave "
                 "insitu; release measurements, plots or models made from them instead",
             )
+        with item.open() as handle:
+            if _holds_dicom(handle):
+                return Finding(
+                    self.name,
+                    Verdict.refused,
+                    f"a {item.media_type} file with a DICOM file inside it: images never leave",
+                )
         return _pass(self, f"not DICOM (its content is {item.media_type})")
 
 

@@ -4,7 +4,9 @@ approved. Functions never commit; each change is written with its ledger event i
 caller's transaction.
 
 Nothing else in insitu hands out job output: jobs keep /results on the host until they end,
-and :func:`collect` moves them into the request's store here.
+and :func:`prepare`, :func:`check_results` and :func:`record_request` (run by the scheduler's
+``collect_results``, one transaction each side of the checks) move them into the request's
+store here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from insitu.datasets import service as datasets
 from insitu.datasets.models import POLICY_STRICTNESS, Dataset, ReviewPolicy, Tier
 from insitu.db import utcnow
 from insitu.jobs import service as jobs
+from insitu.jobs.models import Job
 from insitu.ledger import events
 from insitu.ledger import service as ledger
 from insitu.releases.checker import CheckerFailedError, FileToCheck, run_checker
@@ -234,34 +237,62 @@ def has_results(settings: Settings, job_id: int) -> bool:
         return False
 
 
-def collect(
-    session: Session, settings: Settings, store: BlobStore, job_id: int
-) -> ReleaseRequest | None:
-    """Turn an ended job's /results into a release request (None if it left nothing or
-    already has one): copy, check, decide what happens next. The caller removes /results
-    after the commit (:func:`discard_results`)."""
+def _pending(session: Session, settings: Settings, job_id: int) -> Job | None:
     job = jobs.job_by_id(session, job_id)
     if job is None or not has_results(settings, job_id):
         return None
     if session.scalar(select(ReleaseRequest.id).where(ReleaseRequest.job_id == job_id)):
         return None
+    return job
+
+
+def prepare(
+    session: Session, settings: Settings, store: BlobStore, job_id: int
+) -> CheckContext | None:
+    """Step 1 of turning an ended job's /results into a release request: what the checks
+    compare with (None if the job left nothing or has a request). Pixel fingerprints made here
+    are a cache; the caller commits them before the checks run, so no write transaction is
+    held while they do."""
+    job = _pending(session, settings, job_id)
+    if job is None:
+        return None
     targets = [datasets.get_dataset_by_id(session, i) for i in job.dataset_ids]
-    root = settings.resolved_releases_root
-    incoming = root / f".incoming-job-{job_id}"
+    return _context(session, store, settings, job_id, targets)
+
+
+def _incoming(settings: Settings, job_id: int) -> Path:
+    return settings.resolved_releases_root / f".incoming-job-{job_id}"
+
+
+def check_results(settings: Settings, job_id: int, context: CheckContext) -> list[Gathered]:
+    """Step 2, outside any transaction: copy /results (links not followed) and run the
+    checks on the copies. An empty list: only empty folders."""
+    incoming = _incoming(settings, job_id)
     shutil.rmtree(incoming, ignore_errors=True)  # left by a try that did not commit
     incoming.mkdir(parents=True, mode=0o700)
-    context = _context(session, store, settings, job_id, targets)
     gathered = gather(
         settings.resolved_jobs_root / str(job_id) / "results",
         incoming,
         context.max_file_bytes,
         context.max_request_bytes,
     )
-    if not gathered:  # only empty folders
+    if not gathered:
         shutil.rmtree(incoming)
-        return None
+        return []
     _run_checks(settings, gathered, context)
-    policy = policy_of(targets)
+    return gathered
+
+
+def record_request(
+    session: Session, settings: Settings, job_id: int, gathered: list[Gathered]
+) -> ReleaseRequest | None:
+    """Step 3: the request, its files with their verdicts and what happens next (refused,
+    approved, in review), each with its ledger entry. The caller removes /results after the
+    commit (:func:`discard_results`)."""
+    job = _pending(session, settings, job_id)
+    if job is None or not gathered:
+        return None
+    policy = policy_of([datasets.get_dataset_by_id(session, i) for i in job.dataset_ids])
     request = ReleaseRequest(
         job_id=job_id,
         user_id=job.user_id,
@@ -272,9 +303,9 @@ def collect(
     )
     session.add(request)
     session.flush()
-    folder = root / str(request.id)
+    folder = settings.resolved_releases_root / str(request.id)
     shutil.rmtree(folder, ignore_errors=True)  # an id reused after a rolled-back try
-    incoming.rename(folder)
+    _incoming(settings, job_id).rename(folder)
     ledger.record(
         session,
         RELEASE_REQUESTED,
