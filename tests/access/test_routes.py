@@ -79,6 +79,10 @@ EXPECTED = {
     ("GET", "/api/v1/releases/{release_id}/files/{file_id}/preview"): ("any",),
     ("GET", "/api/v1/releases/{release_id}/files/{file_id}"): ("any",),
     ("PUT", "/api/v1/datasets/{name}/review-policy"): ("any",),
+    # Pages: anyone not signed in is sent to the sign-in page (tests/releases/test_pages.py).
+    ("GET", "/releases"): ("public",),
+    ("GET", "/releases/{release_id}"): ("public",),
+    ("POST", "/releases/{release_id}/vote"): ("any",),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
     ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
@@ -229,6 +233,7 @@ NOT_OWNED = {
     ("POST", "/api/v1/releases/{release_id}/approve"),
     ("POST", "/api/v1/releases/{release_id}/reject"),
     ("GET", "/api/v1/releases/{release_id}/files/{file_id}/preview"),
+    ("POST", "/releases/{release_id}/vote"),
 }
 # Public pages of dataset versions: anyone once published; before that only the dataset's
 # stewards and grantees, and a 404 for everyone else (signed in or not).
@@ -275,6 +280,7 @@ OWNED: dict[tuple[str, str], int] = {
     # The release "owned" is the owner's job's request, waiting for review.
     ("GET", "/api/v1/releases/{release_id}"): 200,
     ("GET", "/api/v1/releases/{release_id}/files/{file_id}"): 409,  # not approved yet
+    ("GET", "/releases/{release_id}"): 200,  # the page
 }
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},

@@ -74,7 +74,8 @@ def info(session: Session, request: ReleaseRequest) -> dict[str, Any]:
     }
 
 
-def _refused(exc: service.ReleaseError) -> HTTPException:
+def http_error(exc: service.ReleaseError) -> HTTPException:
+    """The HTTP answer to a refused release action: 403, 409 or 422, with the reason."""
     if isinstance(exc, service.NotAllowedError):
         code = status.HTTP_403_FORBIDDEN
     elif isinstance(exc, service.ReleaseStateError):
@@ -102,7 +103,7 @@ def show_release(release_id: int, principal: AnyUser, session: DbSessionDep) -> 
     try:
         return info(session, service.get_request(session, principal, release_id))
     except service.ReleaseError as exc:
-        raise _refused(exc) from None
+        raise http_error(exc) from None
 
 
 def _vote(session: Session, principal: access.Principal, release_id: int,
@@ -110,7 +111,7 @@ def _vote(session: Session, principal: access.Principal, release_id: int,
     try:
         request = service.vote(session, principal, release_id, decision, comment)
     except service.ReleaseError as exc:
-        raise _refused(exc) from None
+        raise http_error(exc) from None
     return info(session, request)
 
 
@@ -144,7 +145,7 @@ def preview(
             session, platform.settings, principal, release_id, file_id
         )
     except service.ReleaseError as exc:
-        raise _refused(exc) from None
+        raise http_error(exc) from None
     shown = item.media_type
     media_type = shown if shown.startswith("image/") else "text/plain; charset=utf-8"
     return Response(
@@ -169,7 +170,7 @@ def download(
             session, platform.settings, principal, release_id, file_id
         )
     except service.ReleaseError as exc:
-        raise _refused(exc) from None
+        raise http_error(exc) from None
     session.commit()  # the download is on the ledger before a byte leaves
     return FileResponse(
         path,

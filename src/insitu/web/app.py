@@ -20,6 +20,7 @@ from insitu.jobs.api import flavors_router
 from insitu.jobs.api import router as jobs_router
 from insitu.ledger.api import router as ledger_router
 from insitu.releases.api import router as releases_router
+from insitu.releases.web import router as release_pages
 from insitu.tools.api import router as tools_router
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
@@ -65,5 +66,6 @@ def create_app(
     app.include_router(metrics_router)
     app.include_router(access_pages)
     app.include_router(dataset_pages)
+    app.include_router(release_pages)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
