@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from insitu.access import service as access
 from insitu.db import session_scope
 from insitu.jobs import scheduler
 from insitu.jobs.backends.protocol import Executor
 from insitu.releases.models import ReleaseFile, ReleaseRequest, ReleaseState
+from insitu.web.app import create_app
 from tests.jobs.conftest import Site, needs_sandbox, shared_tmp, site, submit_job, tools_root
 
 pytestmark = [needs_sandbox, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
@@ -61,6 +64,18 @@ def test_a_jobs_smuggling_is_refused_when_it_ends(site: Site) -> None:
     assert files["deep/er/metrics.json"].verdict.value == "flag"  # not among hello's outputs
     results = site.platform.settings.resolved_jobs_root / str(job_id) / "results"
     assert not results.exists()
+    with TestClient(create_app(site.platform)) as client:
+        headers = {"Authorization": f"Bearer {user_token_of(site, 'rita')}"}
+        shown = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+    assert shown["release"] == {"id": request.id, "state": "refused"}
+
+
+def user_token_of(site: Site, name: str) -> str:
+    """A new API token of one of the site's users."""
+    with session_scope(site.platform.sessions) as session:
+        user = access.get_user(session, name)
+        assert user is not None
+        return access.issue_token(session, user)
 
 
 def test_a_job_that_leaves_nothing_makes_no_request(site: Site) -> None:

@@ -18,6 +18,7 @@ from insitu.jobs import preflight as checks
 from insitu.jobs import service
 from insitu.jobs.models import Flavor, Job
 from insitu.jobs.scheduler import executors
+from insitu.releases import service as releases
 from insitu.settings import Settings
 from insitu.tools.models import Tool, ToolVersion
 
@@ -53,6 +54,7 @@ def _info(
         else None
     )
     tool = session.get(Tool, version.tool_id) if version else None
+    release = releases.request_of_job(session, job.id)
     return {
         "id": job.id,
         "state": job.state.value,
@@ -67,6 +69,7 @@ def _info(
         "queue_position": place,
         "expected_wait_s": wait,
         "run_seconds": job.details.get("run_seconds"),
+        "release": {"id": release.id, "state": release.state.value} if release else None,
     }
 
 

@@ -33,6 +33,12 @@ def _show(job: dict[str, Any]) -> None:
         typer.echo(f"  ended: {job['end_reason']} (exit code {job['exit_code']})")
         if job["hint"]:
             typer.echo(f"  hint: {job['hint']}")
+    if job.get("release"):
+        release = job["release"]
+        typer.echo(
+            f"  results: release {release['id']} [{release['state']}] "
+            f"(insitu release show {release['id']})"
+        )
 
 
 @job_app.command("submit", context_settings={"allow_interspersed_args": False})

@@ -411,6 +411,11 @@ def _decide_after_checks(session: Session, request: ReleaseRequest, policy: Revi
         _move(session, request, ReleaseState.in_review, ledger.HOST_ACTOR)
 
 
+def request_of_job(session: Session, job_id: int) -> ReleaseRequest | None:
+    """The release request a job's results became, if any."""
+    return session.scalars(select(ReleaseRequest).where(ReleaseRequest.job_id == job_id)).first()
+
+
 def discard_results(settings: Settings, job_id: int) -> None:
     """Remove a job's /results once its request is committed: only the request's copies
     remain, and only its download hands them out."""
