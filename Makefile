@@ -33,3 +33,4 @@ bench:
 	$(BIN)/python bench/ledger_bench.py
 	$(BIN)/python bench/dataset_bench.py
 	$(BIN)/python bench/job_bench.py
+	$(BIN)/python bench/release_bench.py
