@@ -9,6 +9,7 @@ import os
 import pickle
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,3 +272,38 @@ def test_a_dicom_file_appended_or_in_a_second_gzip_stream_is_refused(desk: Desk)
     request = desk.request(desk.collect(desk.job(files)))
     assert "dicom" in refused_by(request, "plot.png")
     assert refused_by(request, "table.csv.gz") == {"archive"}
+
+
+def test_nifti_nrrd_and_hdf5_arrays_of_slices_are_refused(desk: Desk, tmp_path: Path) -> None:
+    import gzip
+
+    import h5py
+    import nibabel
+    import nrrd
+
+    pixels = desk.pixels()
+    volume = np.stack([pixels, pixels], axis=-1)  # x, y, slices, as converters write NIfTI
+    nifti = nibabel.Nifti1Image(volume.T.copy().T, np.eye(4)).to_bytes()
+    nrrd_path = tmp_path / "slice.nrrd"
+    nrrd.write(str(nrrd_path), pixels.astype(np.float32) - 1024.0)  # modality values
+    hdf5_path = tmp_path / "data.h5"
+    with h5py.File(hdf5_path, "w") as handle:
+        handle.create_dataset("group/images", data=volume.transpose(2, 0, 1))
+        handle.create_dataset("labels", data=np.arange(10))
+    mask = (pixels > np.median(pixels)).astype(np.uint8)  # a segmentation: two values
+    files = {
+        "volume.nii": nifti,
+        "volume.nii.gz": gzip.compress(nifti),
+        "slice.nrrd": nrrd_path.read_bytes(),
+        "data.h5": hdf5_path.read_bytes(),
+        "mask.nii.gz": gzip.compress(nibabel.Nifti1Image(mask, np.eye(4)).to_bytes()),
+    }
+    request = desk.request(desk.collect(desk.job(files)))
+    types = {f["path"]: f["media_type"] for f in request["files"]}
+    assert types["volume.nii"] == "image/x-nifti"
+    assert types["slice.nrrd"] == "image/x-nrrd"
+    assert types["data.h5"] == "application/x-hdf5"
+    for name in ("volume.nii", "slice.nrrd", "data.h5"):
+        assert refused_by(request, name) == {"pixel-arrays"}, name
+    assert refused_by(request, "volume.nii.gz") == {"archive"}
+    assert refused_by(request, "mask.nii.gz") == set()
