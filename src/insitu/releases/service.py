@@ -428,22 +428,14 @@ def discard_results(settings: Settings, job_id: int) -> None:
 def files_of(session: Session, request: ReleaseRequest) -> list[ReleaseFile]:
     """A request's files, by path."""
     session.flush()
-    return list(
-        session.scalars(
-            select(ReleaseFile).where(ReleaseFile.request_id == request.id).order_by(
-                ReleaseFile.path)
-        )
-    )  # fmt: skip
+    query = select(ReleaseFile).where(ReleaseFile.request_id == request.id)
+    return list(session.scalars(query.order_by(ReleaseFile.path)))
 
 
 def votes_of(session: Session, request: ReleaseRequest) -> list[ReleaseVote]:
     """A request's votes, oldest first."""
-    return list(
-        session.scalars(
-            select(ReleaseVote).where(ReleaseVote.request_id == request.id).order_by(
-                ReleaseVote.id)
-        )
-    )  # fmt: skip
+    query = select(ReleaseVote).where(ReleaseVote.request_id == request.id)
+    return list(session.scalars(query.order_by(ReleaseVote.id)))
 
 
 def datasets_of(session: Session, request: ReleaseRequest) -> list[Dataset]:
