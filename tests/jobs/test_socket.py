@@ -38,6 +38,7 @@ print("url", os.environ["INSITU_URL"])
 print("whoami", *call("GET", "/api/v1/whoami"))
 print("jobs", call("GET", "/api/v1/jobs")[0])
 print("datasets", call("GET", "/api/v1/datasets")[0])
+print("releases", call("GET", "/api/v1/releases")[0])
 dry = {"tool": "hello@1.0.0", "flavor": "no-gpu", "dry_run": True}
 print("child own", call("POST", "/api/v1/jobs", {**dry, "datasets": ["lung"]})[0])
 print("child other", call("POST", "/api/v1/jobs", {**dry, "datasets": ["sample"]})[0])
@@ -69,6 +70,7 @@ def test_the_job_socket(site: Site) -> None:
     assert 'whoami 200 {"name":"rita"' in log.replace(" ", "").replace("whoami200", "whoami 200 ")
     assert "jobs 200" in log
     assert "datasets 403" in log  # only job calls from inside a job
+    assert "releases 403" in log  # no release is read or downloaded from inside a job
     assert "child own 201" in log
     assert "child other 403" in log  # only the parent job's datasets
     assert job_id not in sockets.open_jobs()
