@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     """Largest result file (or file inside an archive) that may leave, in MB."""
     release_max_request_mb: int = 1024
     """Largest release request (all its files, and archives unpacked), in MB."""
+    release_max_files: int = 10_000
+    """Files and folders one job may leave in /results (more: the request is refused)."""
     release_max_identifiers: int = 10
     """Dataset pseudonyms and UIDs one result file may name before it is refused."""
     release_extra_checks: str = ""

@@ -307,3 +307,16 @@ def test_nifti_nrrd_and_hdf5_arrays_of_slices_are_refused(desk: Desk, tmp_path: 
         assert refused_by(request, name) == {"pixel-arrays"}, name
     assert refused_by(request, "volume.nii.gz") == {"archive"}
     assert refused_by(request, "mask.nii.gz") == set()
+
+
+def test_too_many_files_and_overlong_paths_are_refused(make_desk: DeskFactory) -> None:
+    desk = make_desk(release_max_files=6)
+    deep = "/".join(["d" * 250] * 4) + "/metrics.json"  # over 1,000 characters
+    request = desk.request(desk.collect(desk.job({deep: b"{}"})))
+    (long_name,) = [f["path"] for f in request["files"]]
+    assert len(long_name) <= 1000
+    assert refused_by(request, long_name) == {"name"}
+    many = desk.request(desk.collect(desk.job({f"part{i}.txt": b"x" for i in range(8)})))
+    assert many["state"] == "refused"
+    assert "pack them into one zip or tar archive" in many["reason"]
+    assert len(many["files"]) == 7  # six files, then the refusal that stands for the rest

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from insitu.releases.arrays import frame_digest
 from insitu.releases.checks import ImageKind
 from insitu.releases.models import PixelFingerprint
-from insitu.storage.protocol import BlobStore
+from insitu.storage.protocol import BlobNotFoundError, BlobStore
 
 
 def _empty(digest: str) -> PixelFingerprint:
@@ -62,7 +62,10 @@ def ensure_fingerprints(session: Session, store: BlobStore, digests: Iterable[st
     for digest in wanted:
         if digest in known:
             continue
-        data = store.get(digest)
+        try:
+            data = store.get(digest)
+        except BlobNotFoundError:  # gone (a withdrawal in flight): nothing to compare with
+            continue
         try:
             row = _fingerprint(digest, data)
         except Exception:  # noqa: BLE001 - an undecodable image: compared by its bytes only

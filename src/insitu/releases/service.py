@@ -59,6 +59,7 @@ PREVIEW_TYPES = frozenset(
     {"text/plain", "text/csv", "application/json", "image/png", "image/jpeg", "image/gif"}
 )
 PREVIEW_LIMIT = MB
+MAX_PATH = 1000
 
 
 class ReleaseError(ValueError):
@@ -89,10 +90,15 @@ def _subject(request: ReleaseRequest) -> str:
     return f"release:{request.id}"
 
 
-def _display(relative: str) -> tuple[str, str]:
-    """The name as stored (undecodable bytes escaped) and why it is refused, if it is."""
+def _display(relative: str, number: int) -> tuple[str, str]:
+    """The name as stored (undecodable bytes escaped, cut if too long) and why it is
+    refused, if it is."""
     raw = os.fsencode(relative)
     shown = raw.decode("utf-8", "backslashreplace")
+    if len(shown) > MAX_PATH:
+        return f"{shown[: MAX_PATH - 20]}... (#{number})", (
+            f"its path is over {MAX_PATH:,} characters long: use shorter names"
+        )
     if shown != relative or any(ord(c) < 32 or c == "\x7f" for c in shown):
         return shown, "its name holds bytes that are not UTF-8 text or control characters"
     if "\\" in shown or any(part in ("..", ".") for part in shown.split("/")):
@@ -126,18 +132,27 @@ def _refusal(check: str, reason: str) -> Finding:
     return Finding(check, Verdict.refused, reason)
 
 
-def gather(results: Path, store: Path, max_file: int, max_request: int) -> list[Gathered]:
+def gather(
+    results: Path, store: Path, max_file: int, max_request: int, max_files: int = 10_000
+) -> list[Gathered]:
     """Walk /results without following links; copy what may be checked into ``store``
     (named by content), refuse links, special files and what is over the limits."""
     found: list[Gathered] = []
     total = 0
+    seen = 0
     pending = [results]
     while pending:
         folder = pending.pop()
         with os.scandir(folder) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
+                seen += 1
+                if seen > max_files:
+                    return [*found, Gathered(f"(more than {max_files:,} files and folders)",
+                                             findings=[_refusal("too-many-files",
+                        f"the job left more than {max_files:,} files and folders in /results: "
+                        "pack them into one zip or tar archive")])]  # fmt: skip
                 relative = os.path.relpath(entry.path, results)
-                name, bad_name = _display(relative)
+                name, bad_name = _display(relative, seen)
                 item = Gathered(name)
                 found.append(item)
                 status = entry.stat(follow_symlinks=False)
@@ -150,8 +165,10 @@ def gather(results: Path, store: Path, max_file: int, max_request: int) -> list[
                         "links", f"is a symbolic link (to {target}): links never leave, "
                         "whatever they point to; write the file itself to /results"))  # fmt: skip
                 elif stat.S_ISDIR(status.st_mode):
-                    found.pop()
-                    if not bad_name:
+                    if bad_name:  # not opened: the folder stands, refused, for what it holds
+                        item.media_type = "inode/directory"
+                    else:
+                        found.pop()
                         pending.append(Path(entry.path))
                 elif not stat.S_ISREG(status.st_mode):
                     item.media_type = "inode/special"
@@ -232,7 +249,8 @@ def has_results(settings: Settings, job_id: int) -> bool:
     """Whether a job left anything in /results."""
     results = settings.resolved_jobs_root / str(job_id) / "results"
     try:
-        return results.is_dir() and any(results.iterdir())
+        # /results itself is the platform's folder; a link in its place is never followed.
+        return results.is_dir() and not results.is_symlink() and any(results.iterdir())
     except OSError:
         return False
 
@@ -275,6 +293,7 @@ def check_results(settings: Settings, job_id: int, context: CheckContext) -> lis
         incoming,
         context.max_file_bytes,
         context.max_request_bytes,
+        settings.release_max_files,
     )
     if not gathered:
         shutil.rmtree(incoming)
