@@ -78,6 +78,7 @@ def test_pages_as_each_person(desk: Desk, client: TestClient) -> None:
     queue = client.get("/releases").text
     assert f'href="/releases/{release_id}"' in queue
     review = client.get(url).text
+    assert "classifier@1.0.0" in review  # what made the results
     assert review.count("/preview") == 3  # metrics.json, roc.png, notes.md; not the model
     forged = client.post(f"{url}/vote", data={"decision": "approve"})
     assert forged.status_code == 403  # no CSRF token

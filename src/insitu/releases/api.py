@@ -38,9 +38,12 @@ def info(session: Session, request: ReleaseRequest) -> dict[str, Any]:
     """A request as the API shows it."""
     votes = service.votes_of(session, request)
     names = access.user_names(session, {request.user_id, *(v.reviewer_id for v in votes)})
+    tool, command = service.job_of(session, request)
     return {
         "id": request.id,
         "job": request.job_id,
+        "tool": tool,
+        "command": command,
         "user": names.get(request.user_id, ""),
         "datasets": [f"{d.name} v{d.version}" for d in service.datasets_of(session, request)],
         "state": request.state.value,

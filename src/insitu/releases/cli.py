@@ -38,6 +38,7 @@ def _line(release: dict[str, Any]) -> str:
 
 def _show(release: dict[str, Any]) -> None:
     typer.echo(_line(release))
+    typer.echo(f"  tool: {release['tool']}  command: {' '.join(release['command'])}")
     if release["reason"]:
         typer.echo(f"  why: {release['reason']}")
     approvals = sum(v["decision"] == "approve" for v in release["votes"])

@@ -457,6 +457,14 @@ def votes_of(session: Session, request: ReleaseRequest) -> list[ReleaseVote]:
     return list(session.scalars(query.order_by(ReleaseVote.id)))
 
 
+def job_of(session: Session, request: ReleaseRequest) -> tuple[str, list[str]]:
+    """The tool (``name@version``) and command of the job the results came from."""
+    job = jobs.job_by_id(session, request.job_id) if request.job_id is not None else None
+    if job is None:
+        return "", []
+    return tools.declared_outputs(session, job.tool_version_id)[0], list(job.command)
+
+
 def datasets_of(session: Session, request: ReleaseRequest) -> list[Dataset]:
     """The datasets the job used."""
     return [datasets.get_dataset_by_id(session, i) for i in request.dataset_ids]
