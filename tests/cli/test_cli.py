@@ -387,6 +387,11 @@ def test_demo_prepares_accounts_a_released_dataset_and_a_checkpoint(
                 version = tools.get_version(session, name)
                 assert version is not None, name
                 assert version.state.value == "verified"
+            # The test runs' results left as releases, at once: synthetic data, every check passed.
+            from insitu.releases.models import ReleaseRequest
+
+            made = session.query(ReleaseRequest).order_by(ReleaseRequest.id).all()
+            assert [(r.state.value, r.policy) for r in made] == [("approved", "automatic")] * 2
     finally:
         platform.close()
     again, _ = prepare_demo(load_settings(demo=True), subjects=2)  # re-running is safe
