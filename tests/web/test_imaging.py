@@ -40,7 +40,7 @@ def _image(stored: np.ndarray[Any, Any], slope: float = 1.0, photometric: str = 
 def _smooth(size: int = 256) -> np.ndarray[Any, Any]:
     """A slice with CT-like smooth structure (JPEG keeps it well: the strongest case)."""
     y, x = np.mgrid[0:size, 0:size]
-    return (600 + 300 * np.sin(x / 23.0) * np.cos(y / 31.0) + x).astype(np.int16)
+    return np.asarray(600 + 300 * np.sin(x / 23.0) * np.cos(y / 31.0) + x, dtype=np.int16)
 
 
 def _grey(jpeg: bytes) -> np.ndarray[Any, Any]:
