@@ -125,5 +125,6 @@ def import_all_models() -> None:
     from insitu.ledger import models as _ledger
     from insitu.releases import models as _releases
     from insitu.tools import models as _tools
+    from insitu.web import models as _web
 
-    del _access, _catalog, _datasets, _ingest, _jobs, _guard, _ledger, _releases, _tools
+    del _access, _catalog, _datasets, _ingest, _jobs, _guard, _ledger, _releases, _tools, _web

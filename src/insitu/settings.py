@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     release_checker_memory_mb: int = 4096
     """Memory the release checker process may use (it opens hostile files)."""
     release_checker_timeout_s: int = 900
+    viewer_frames_per_hour: int = 3000
+    """Rendered frames and thumbnails one user may get per hour (the viewer and WADO-RS)."""
     ledger_origin: str = ""
     """The ledger's name in checkpoints (a schema-less URL).
 

@@ -27,6 +27,7 @@ from insitu.tools.environment import build_settings
 from insitu.web.app import create_app
 from tests.factories import encode, minimal_dataset, user_token
 from tests.tools.bundles import oci_bundle
+from tests.web.test_dicomweb import DICOMWEB_ROUTES  # the dataset grants decide: tested there
 
 # Every route of the API and who may call it. A new route must be added here (the test below
 # fails otherwise), and gets the refusal tests for free.
@@ -83,6 +84,8 @@ EXPECTED = {
     ("GET", "/releases"): ("public",),
     ("GET", "/releases/{release_id}"): ("public",),
     ("POST", "/releases/{release_id}/vote"): ("any",),
+    ("GET", "/dicomweb/studies"): ("any",),
+    **dict.fromkeys(sorted(DICOMWEB_ROUTES), ("any",)),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
     ("GET", "/datasets/{name}/v{version}/schema.jsonld"): ("public",),
@@ -148,6 +151,11 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{job_id}", "1")
         .replace("{release_id}", "1")
         .replace("{file_id}", "1")
+        .replace("{study}", "1.2.3")
+        .replace("{series}", "1.2.4")
+        .replace("{instance}", "1.2.5")
+        .replace("{frames}", "1")
+        .replace("{path:path}", "x/y")
         .replace("{name}", "p")
         .replace("{version}", "1")
         .replace("{user_name}", "u")
@@ -300,7 +308,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
 
 def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> None:
     with_parameters = {key for key in _routes(platform) if "{" in key[1]}
-    assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | {
+    assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | DICOMWEB_ROUTES | {
         ("GET", "/pid/{identifier:path}")  # tested in tests/datasets/test_public.py
     }
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
@@ -638,6 +638,29 @@ def can_use_dataset(
     if accepted is None:
         return UseDecision(False, "accept the dataset's terms of use first")
     return UseDecision(True)
+
+
+def usable_datasets(session: Session, user_id: int) -> list[Dataset]:
+    """The dataset versions a user may use now (a live grant, terms accepted, released)."""
+    projects = access.project_ids_of(session, user_id)
+    granted = select(DatasetGrant.dataset_id).where(
+        DatasetGrant.revoked_at.is_(None),
+        (DatasetGrant.user_id == user_id) | DatasetGrant.project_id.in_(projects or {-1}),
+    )
+    candidates = session.scalars(
+        select(Dataset).where(Dataset.id.in_(granted)).order_by(Dataset.id)
+    )
+    return [d for d in candidates if can_use_dataset(session, user_id, d).allowed]
+
+
+def series_ids_of(dataset_ids: Sequence[int]) -> Select[int]:
+    """A query of the catalogue series in these dataset versions (for ``IN`` clauses)."""
+    return select(DatasetSeries.series_id).where(DatasetSeries.dataset_id.in_(list(dataset_ids)))
+
+
+def subject_of(dataset: Dataset) -> str:
+    """How the ledger names a dataset version."""
+    return _subject(dataset)
 
 
 def get_dataset_by_id(session: Session, dataset_id: int) -> Dataset:

@@ -1,0 +1,296 @@
+"""Viewing service: which studies, series and instances a user may see (those of datasets
+they may use), search over them (QIDO-RS), and rendered frames under the frame budget, each
+first opening of a series in an hour written to the ledger. Functions never commit.
+
+No function here returns DICOM or pixel values: only catalogue attributes and JPEG renders.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from insitu.catalog.models import Instance, Series, Study, Subject
+from insitu.datasets import service as datasets
+from insitu.datasets.models import Dataset
+from insitu.db import utcnow
+from insitu.ledger import events
+from insitu.ledger import service as ledger
+from insitu.settings import Settings
+from insitu.storage.protocol import BlobStore
+from insitu.web import imaging
+from insitu.web.models import FrameUse, SeriesOpening
+
+SERIES_OPENED = events.register(
+    "dataset.viewed", "a user opened a series of the dataset in the viewer (a use of it)"
+)
+
+
+class ViewerError(ValueError):
+    """A viewing request that cannot be served, with the reason."""
+
+
+class NotUsableError(ViewerError):
+    """Not in any dataset the caller may use (or no such object: the same answer)."""
+
+
+class BudgetExceededError(ViewerError):
+    """The caller's frames for this hour are used up."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The datasets a user may use now, and their series as a query."""
+
+    user_id: int
+    datasets: tuple[Dataset, ...]
+
+    @property
+    def series_ids(self) -> Select[int]:
+        """The catalogue series of those datasets."""
+        return datasets.series_ids_of([d.id for d in self.datasets])
+
+
+def scope_of(session: Session, user_id: int) -> Scope:
+    """What ``user_id`` may view."""
+    return Scope(user_id, tuple(datasets.usable_datasets(session, user_id)))
+
+
+def _date_clause(column: Any, value: str) -> Any:
+    low, dash, high = value.partition("-")
+    if not dash:
+        return column == value
+    clauses = []
+    if low:
+        clauses.append(column >= low)
+    if high:
+        clauses.append(column <= high)
+    return clauses[0] if len(clauses) == 1 else clauses[0] & clauses[1]
+
+
+def search_studies(
+    session: Session, scope: Scope, filters: dict[str, str], limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """Studies with at least one usable series, as plain attributes."""
+    usable = select(Series.study_id).where(Series.id.in_(scope.series_ids))
+    query = (
+        select(Study, Subject.pseudonym)
+        .join(Subject, Subject.id == Study.subject_id)
+        .where(Study.id.in_(usable))
+    )
+    if "StudyInstanceUID" in filters:
+        query = query.where(Study.study_instance_uid.in_(filters["StudyInstanceUID"].split(",")))
+    if "PatientID" in filters:
+        query = query.where(Subject.pseudonym == filters["PatientID"])
+    if "StudyDate" in filters:
+        query = query.where(_date_clause(Study.study_date, filters["StudyDate"]))
+    if "ModalitiesInStudy" in filters:
+        with_modality = select(Series.study_id).where(
+            Series.modality == filters["ModalitiesInStudy"], Series.id.in_(scope.series_ids)
+        )
+        query = query.where(Study.id.in_(with_modality))
+    rows = session.execute(query.order_by(Study.id).limit(limit).offset(offset)).all()
+    found = []
+    for study, pseudonym in rows:
+        series = session.execute(
+            select(Series.modality, func.count(Instance.id))
+            .join(Instance, Instance.series_id == Series.id, isouter=True)
+            .where(Series.study_id == study.id, Series.id.in_(scope.series_ids))
+            .group_by(Series.id, Series.modality)
+        ).all()
+        found.append(
+            {
+                "StudyInstanceUID": study.study_instance_uid,
+                "PatientID": pseudonym,
+                "StudyDate": study.study_date,
+                "StudyDescription": study.study_description,
+                "ModalitiesInStudy": sorted({m for m, _ in series if m}),
+                "NumberOfStudyRelatedSeries": len(series),
+                "NumberOfStudyRelatedInstances": sum(n for _, n in series),
+            }
+        )
+    return found
+
+
+def _study(session: Session, study_uid: str) -> Study:
+    study = session.scalars(select(Study).where(Study.study_instance_uid == study_uid)).first()
+    if study is None:
+        raise NotUsableError(f"no study {study_uid} in the datasets you may use")
+    return study
+
+
+def search_series(
+    session: Session, scope: Scope, study_uid: str, filters: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The usable series of a study."""
+    study = _study(session, study_uid)
+    query = select(Series).where(Series.study_id == study.id, Series.id.in_(scope.series_ids))
+    if "Modality" in filters:
+        query = query.where(Series.modality == filters["Modality"])
+    if "SeriesInstanceUID" in filters:
+        query = query.where(Series.series_instance_uid == filters["SeriesInstanceUID"])
+    found = []
+    for series in session.scalars(query.order_by(Series.series_number, Series.id)):
+        count = session.scalar(select(func.count()).where(Instance.series_id == series.id))
+        found.append(
+            {
+                "StudyInstanceUID": study_uid,
+                "SeriesInstanceUID": series.series_instance_uid,
+                "Modality": series.modality,
+                "SeriesDescription": series.series_description,
+                "BodyPartExamined": series.body_part_examined,
+                "SeriesNumber": series.series_number,
+                "NumberOfSeriesRelatedInstances": int(count or 0),
+            }
+        )
+    if not found and "Modality" not in filters and "SeriesInstanceUID" not in filters:
+        raise NotUsableError(f"no study {study_uid} in the datasets you may use")
+    return found
+
+
+def _series(session: Session, scope: Scope, study_uid: str, series_uid: str) -> Series:
+    series = session.scalars(
+        select(Series)
+        .join(Study, Study.id == Series.study_id)
+        .where(
+            Series.series_instance_uid == series_uid,
+            Study.study_instance_uid == study_uid,
+            Series.id.in_(scope.series_ids),
+        )
+    ).first()
+    if series is None:
+        raise NotUsableError(f"no series {series_uid} in the datasets you may use")
+    return series
+
+
+def search_instances(
+    session: Session, scope: Scope, study_uid: str, series_uid: str
+) -> list[dict[str, Any]]:
+    """The instances of a usable series, in instance number order."""
+    series = _series(session, scope, study_uid, series_uid)
+    return [
+        {
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": series_uid,
+            "SOPClassUID": i.sop_class_uid,
+            "SOPInstanceUID": i.sop_instance_uid,
+            "InstanceNumber": i.instance_number,
+            "Rows": i.rows,
+            "Columns": i.columns,
+            "NumberOfFrames": i.number_of_frames,
+        }
+        for i in _instances(session, series)
+    ]
+
+
+def _instances(session: Session, series: Series) -> Sequence[Instance]:
+    return session.scalars(
+        select(Instance)
+        .where(Instance.series_id == series.id)
+        .order_by(Instance.instance_number, Instance.id)
+    ).all()
+
+
+def _hour() -> str:
+    return utcnow().strftime("%Y-%m-%dT%H")
+
+
+def spend_frame(session: Session, settings: Settings, user_id: int) -> int:
+    """Count one frame against the user's hourly budget; the frames left."""
+    hour = _hour()
+    use = session.scalars(
+        select(FrameUse).where(FrameUse.user_id == user_id, FrameUse.hour == hour)
+    ).first()
+    if use is None:
+        use = FrameUse(user_id=user_id, hour=hour, frames=0)
+        session.add(use)
+    if use.frames >= settings.viewer_frames_per_hour:
+        raise BudgetExceededError(
+            f"you have used your {settings.viewer_frames_per_hour:,} frames for this hour; "
+            f"more at {int(hour[-2:]) + 1 if hour[-2:] != '23' else 0:02d}:00 UTC"
+        )
+    use.frames += 1
+    return settings.viewer_frames_per_hour - use.frames
+
+
+def _opened(session: Session, scope: Scope, series: Series) -> None:
+    hour = _hour()
+    seen = session.scalar(
+        select(SeriesOpening.id).where(
+            SeriesOpening.user_id == scope.user_id,
+            SeriesOpening.series_id == series.id,
+            SeriesOpening.hour == hour,
+        )
+    )
+    if seen is not None:
+        return
+    session.add(SeriesOpening(user_id=scope.user_id, series_id=series.id, hour=hour))
+    for dataset in scope.datasets:
+        if series.id in set(datasets.series_of(session, dataset)):
+            ledger.record(
+                session,
+                SERIES_OPENED,
+                actor=ledger.user_actor(scope.user_id),
+                subject=datasets.subject_of(dataset),
+                payload={"modality": series.modality or ""},
+            )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A rendered frame and the budget left."""
+
+    jpeg: bytes
+    frames_left: int
+
+
+def _target(
+    session: Session, scope: Scope, study_uid: str, series_uid: str, sop_uid: str | None
+) -> tuple[Series, Instance]:
+    series = _series(session, scope, study_uid, series_uid)
+    instances = _instances(session, series)
+    if not instances:
+        raise NotUsableError(f"series {series_uid} holds no instance")
+    if sop_uid is None:
+        return series, instances[len(instances) // 2]
+    for instance in instances:
+        if instance.sop_instance_uid == sop_uid:
+            return series, instance
+    raise NotUsableError(f"no instance {sop_uid} in the datasets you may use")
+
+
+def rendered(
+    session: Session,
+    settings: Settings,
+    store: BlobStore,
+    scope: Scope,
+    uids: tuple[str, str, str | None],
+    *,
+    frame: int = 0,
+    window: imaging.Window | None = None,
+    preset: str | None = None,
+    viewport: tuple[int, int] | None = None,
+    quality: int = imaging.DEFAULT_QUALITY,
+    thumbnail: bool = False,
+) -> Frame:
+    """A rendered frame (or a thumbnail) of a usable instance; ``uids`` are the study, series
+    and instance UIDs (no instance: the series' middle one)."""
+    series, instance = _target(session, scope, *uids)
+    left = spend_frame(session, settings, scope.user_id)
+    if not thumbnail:
+        _opened(session, scope, series)
+    dataset = pydicom.dcmread(io.BytesIO(store.get(instance.blob_digest)))
+    key = settings.secret_bytes()
+    if thumbnail:
+        picture = imaging.thumbnail(dataset, key=key, digest=instance.blob_digest)
+    else:
+        picture = imaging.render(dataset, key=key, digest=instance.blob_digest, frame=frame,
+                                 window=window, preset=preset, viewport=viewport,
+                                 quality=quality)  # fmt: skip
+    return Frame(picture.jpeg, left)
