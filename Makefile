@@ -34,3 +34,4 @@ bench:
 	$(BIN)/python bench/dataset_bench.py
 	$(BIN)/python bench/job_bench.py
 	$(BIN)/python bench/release_bench.py
+	$(BIN)/python bench/viewer_bench.py

@@ -69,6 +69,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the project's per-dialect defaults."""
+    if not url.startswith("sqlite:///:memory:") and "poolclass" not in kwargs:
+        # As many connections as the server's worker threads use at once (a request holds
+        # one throughout): with the default 5 + 10, 20 viewers queued for connections.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 20)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -1,4 +1,5 @@
-"""An in-process sliding-window rate limiter for login attempts (one per app)."""
+"""An in-process sliding-window rate limiter: login attempts per client address, and the
+viewer's frames per user and hour (one of each per app)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ class SlidingWindowLimiter:
                 for idle in [k for k, v in self._attempts.items() if not v]:
                     del self._attempts[idle]
             return None
+
+    def remaining(self, key: str, now: float | None = None) -> int:
+        """Attempts left in the current window."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            attempts = self._attempts.get(key, deque())
+            return self.limit - sum(1 for t in attempts if t > now - self.window)

@@ -26,6 +26,7 @@ from insitu.web.dicomweb import router as dicomweb_router
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
 from insitu.web.render import STATIC
+from insitu.web.viewing import FrameCache, ScopeCache, Viewing
 
 health_router = APIRouter(tags=["health"])
 
@@ -50,6 +51,13 @@ def create_app(
     app.state.job_socket = job_socket
     app.state.job_owner = job_owner
     app.state.login_limiter = SlidingWindowLimiter(platform.settings.login_attempts_per_minute)
+    app.state.viewing = Viewing(
+        platform.store,
+        platform.settings.secret_bytes(),
+        SlidingWindowLimiter(platform.settings.viewer_frames_per_hour, 3600),
+        FrameCache(),
+    )
+    app.state.viewer_scopes = ScopeCache()
     api = APIRouter(prefix="/api/v1")
     api.include_router(health_router)
     api.include_router(access_router)

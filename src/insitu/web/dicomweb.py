@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from sqlalchemy.orm import Session
 
 from insitu.access.permissions import AnyUser, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
@@ -73,7 +74,7 @@ def search_studies(
 ) -> JSONResponse:
     """QIDO-RS: studies of the datasets you may use (filters: StudyInstanceUID, PatientID,
     StudyDate as a date or a range, ModalitiesInStudy)."""
-    scope = viewing.scope_of(session, principal.user_id)
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
     return _answer(viewing.search_studies(session, scope, _filters(request), limit, offset))
 
 
@@ -82,7 +83,7 @@ def search_series(
     study: str, request: Request, principal: AnyUser, session: DbSessionDep
 ) -> JSONResponse:
     """QIDO-RS: the usable series of a study (filters: Modality, SeriesInstanceUID)."""
-    scope = viewing.scope_of(session, principal.user_id)
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
     try:
         return _answer(viewing.search_series(session, scope, study, _filters(request)))
     except viewing.ViewerError as exc:
@@ -91,10 +92,10 @@ def search_series(
 
 @router.get("/studies/{study}/series/{series}/instances")
 def search_instances(
-    study: str, series: str, principal: AnyUser, session: DbSessionDep
+    study: str, series: str, request: Request, principal: AnyUser, session: DbSessionDep
 ) -> JSONResponse:
     """QIDO-RS: the instances of a usable series."""
-    scope = viewing.scope_of(session, principal.user_id)
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
     try:
         return _answer(viewing.search_instances(session, scope, study, series))
     except viewing.ViewerError as exc:
@@ -160,17 +161,16 @@ def render_options(
 Options = Annotated[RenderOptions, Depends(render_options)]
 
 
-def _render(request: Request, session: Any, platform: Platform, principal: Any,
+def _render(request: Request, session: Session, principal: Any,
             uids: tuple[str, str, str | None], options: RenderOptions, frame: int = 0,
             thumbnail: bool = False) -> Response:  # fmt: skip
     _accepts_jpeg(request)
     window, preset, viewport, quality = options
-    scope = viewing.scope_of(session, principal.user_id)
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
     try:
         picture = viewing.rendered(
-            session, platform.settings, platform.store, scope, uids, frame=frame,
-            window=window, preset=preset, viewport=viewport, quality=quality,
-            thumbnail=thumbnail,
+            session, request.app.state.viewing, scope, uids, frame=frame, window=window,
+            preset=preset, viewport=viewport, quality=quality, thumbnail=thumbnail,
         )  # fmt: skip
     except viewing.ViewerError as exc:
         raise _not_found(exc) from None
@@ -182,16 +182,16 @@ def _render(request: Request, session: Any, platform: Platform, principal: Any,
 @router.get("/studies/{study}/series/{series}/instances/{instance}/rendered")
 def instance_rendered(
     study: str, series: str, instance: str, request: Request, options: Options,
-    principal: AnyUser, session: DbSessionDep, platform: PlatformDep,
+    principal: AnyUser, session: DbSessionDep,
 ) -> Response:  # fmt: skip
     """WADO-RS rendered: the instance's first frame as a JPEG."""
-    return _render(request, session, platform, principal, (study, series, instance), options)
+    return _render(request, session, principal, (study, series, instance), options)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered")
 def frame_rendered(
     study: str, series: str, instance: str, frames: str, request: Request, options: Options,
-    principal: AnyUser, session: DbSessionDep, platform: PlatformDep,
+    principal: AnyUser, session: DbSessionDep,
 ) -> Response:  # fmt: skip
     """WADO-RS rendered: one frame (1-based; the first of a list) as a JPEG."""
     try:
@@ -199,29 +199,28 @@ def frame_rendered(
     except ValueError:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="frames: a number") from None
     uids = (study, series, instance)
-    return _render(request, session, platform, principal, uids, options, frame=number - 1)
+    return _render(request, session, principal, uids, options, frame=number - 1)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail")
 def series_thumbnail(
     study: str, series: str, request: Request, principal: AnyUser, session: DbSessionDep,
-    platform: PlatformDep,
 ) -> Response:  # fmt: skip
     """WADO-RS thumbnail of a series (its middle instance)."""
     options: RenderOptions = (None, None, None, 75)
-    return _render(request, session, platform, principal, (study, series, None), options,
-                   thumbnail=True)  # fmt: skip
+    uids = (study, series, None)
+    return _render(request, session, principal, uids, options, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail")
 def instance_thumbnail(
     study: str, series: str, instance: str, request: Request, principal: AnyUser,
-    session: DbSessionDep, platform: PlatformDep,
+    session: DbSessionDep,
 ) -> Response:  # fmt: skip
     """WADO-RS thumbnail of an instance."""
     options: RenderOptions = (None, None, None, 75)
-    return _render(request, session, platform, principal, (study, series, instance), options,
-                   thumbnail=True)  # fmt: skip
+    uids = (study, series, instance)
+    return _render(request, session, principal, uids, options, thumbnail=True)
 
 
 @router.get("/studies/{study}")

@@ -114,9 +114,12 @@ def choose_window(
 
 
 def _linear(values: np.ndarray[Any, Any], window: Window) -> np.ndarray[Any, Any]:
-    # DICOM PS3.3 C.11.2.1.2.1, the "LINEAR" function, to 0..255.
-    scaled = ((values - (window.center - 0.5)) / (window.width - 1) + 0.5) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    # DICOM PS3.3 C.11.2.1.2.1, the "LINEAR" function, to 0..255 (float32: half the work).
+    gain = np.float32(255.0 / (window.width - 1))
+    offset = np.float32(127.5 - (window.center - 0.5) * 255.0 / (window.width - 1))
+    scaled: np.ndarray[Any, Any] = values.astype(np.float32, copy=False) * gain + offset
+    grey: np.ndarray[Any, Any] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return grey
 
 
 def _fit(picture: Image.Image, viewport: tuple[int, int] | None) -> Image.Image:
@@ -127,6 +130,65 @@ def _fit(picture: Image.Image, viewport: tuple[int, int] | None) -> Image.Image:
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
         return picture.resize(size, Image.Resampling.LANCZOS)
     return picture
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame ready to render: its header (no pixel data) and its values with the pattern,
+    in modality units (greyscale, float32) or as RGB bytes (colour). Viewers cache these."""
+
+    header: Dataset
+    values: np.ndarray[Any, Any]
+    colour: bool
+
+
+def prepare(dataset: Dataset, *, key: bytes, digest: str, frame: int = 0) -> Prepared:
+    """Decode one frame (0-based), add the pattern, apply the modality LUT."""
+    if "PixelData" not in dataset:
+        raise RenderError("the instance has no image")
+    if not 0 <= frame < frame_count(dataset):
+        raise RenderError(f"frame {frame + 1} is out of range (1..{frame_count(dataset)})")
+    stored = pixel_array(dataset, index=frame) if frame_count(dataset) > 1 else dataset.pixel_array
+    perturbed = stored.astype(np.int32) + pattern(key, digest, frame, stored.shape)
+    header = Dataset()  # the attributes the LUTs read; a copy would share the pixel data
+    for element in dataset:
+        if element.keyword not in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            header.add(element)
+    if int(getattr(dataset, "SamplesPerPixel", 1) or 1) > 1:  # colour: no window
+        return Prepared(header, np.clip(perturbed, 0, 255).astype(np.uint8), colour=True)
+    modality = np.asarray(apply_modality_lut(perturbed, dataset), dtype=np.float32)
+    return Prepared(header, modality, colour=False)
+
+
+def render_prepared(
+    prepared: Prepared,
+    *,
+    window: Window | None = None,
+    preset: str | None = None,
+    viewport: tuple[int, int] | None = None,
+    quality: int = DEFAULT_QUALITY,
+) -> Rendered:
+    """A prepared frame as a JPEG under the rules above."""
+    header, used = prepared.header, None
+    if prepared.colour:
+        picture = Image.fromarray(prepared.values, "RGB")
+    else:
+        if window is None and preset is None and "VOILUTSequence" in header:
+            voi = np.asarray(apply_voi_lut(prepared.values, header), dtype=np.float32)
+            low, high = float(voi.min()), float(voi.max())
+            floor = MIN_WINDOW_STORED * _slope(header)
+            used = Window((low + high) / 2, max(high - low, floor))
+            grey = _linear(voi, used)
+        else:
+            used = choose_window(header, prepared.values, window, preset)
+            grey = _linear(prepared.values, used)
+        if getattr(header, "PhotometricInterpretation", "") == "MONOCHROME1":
+            grey = 255 - grey
+        picture = Image.fromarray(grey, "L")
+    picture = _fit(picture, viewport)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=min(max(quality, 1), MAX_QUALITY))
+    return Rendered(buffer.getvalue(), used, picture.width, picture.height)
 
 
 def render(
@@ -141,37 +203,11 @@ def render(
     quality: int = DEFAULT_QUALITY,
 ) -> Rendered:
     """One frame (0-based) of an instance as a JPEG under the rules above."""
-    if "PixelData" not in dataset:
-        raise RenderError("the instance has no image")
-    if not 0 <= frame < frame_count(dataset):
-        raise RenderError(f"frame {frame + 1} is out of range (1..{frame_count(dataset)})")
-    stored = pixel_array(dataset, index=frame) if frame_count(dataset) > 1 else dataset.pixel_array
-    perturbed = stored.astype(np.int32) + pattern(key, digest, frame, stored.shape)
-    used: Window | None = None
-    if int(getattr(dataset, "SamplesPerPixel", 1) or 1) > 1:  # colour: no window
-        picture = Image.fromarray(np.clip(perturbed, 0, 255).astype(np.uint8), "RGB")
-    else:
-        modality = np.asarray(apply_modality_lut(perturbed, dataset), dtype=np.float64)
-        if window is None and preset is None and "VOILUTSequence" in dataset:
-            voi = np.asarray(apply_voi_lut(modality, dataset), dtype=np.float64)
-            low, high = float(voi.min()), float(voi.max())
-            floor = MIN_WINDOW_STORED * _slope(dataset)
-            used = Window((low + high) / 2, max(high - low, floor))
-            grey = _linear(voi, used)
-        else:
-            used = choose_window(dataset, modality, window, preset)
-            grey = _linear(modality, used)
-        if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
-            grey = 255 - grey
-        picture = Image.fromarray(grey, "L")
-    picture = _fit(picture, viewport)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=min(max(quality, 1), MAX_QUALITY))
-    return Rendered(buffer.getvalue(), used, picture.width, picture.height)
+    prepared = prepare(dataset, key=key, digest=digest, frame=frame)
+    return render_prepared(prepared, window=window, preset=preset, viewport=viewport,
+                           quality=quality)  # fmt: skip
 
 
-def thumbnail(dataset: Dataset, *, key: bytes, digest: str) -> Rendered:
-    """A small picture of an instance's middle frame, in its default window."""
-    middle = frame_count(dataset) // 2
-    return render(dataset, key=key, digest=digest, frame=middle,
-                  viewport=(THUMBNAIL_EDGE, THUMBNAIL_EDGE), quality=75)  # fmt: skip
+def thumbnail(prepared: Prepared) -> Rendered:
+    """A small picture of a prepared frame, in its default window."""
+    return render_prepared(prepared, viewport=(THUMBNAIL_EDGE, THUMBNAIL_EDGE), quality=75)

@@ -1,5 +1,7 @@
-"""What the viewer keeps: frames rendered per user and hour (the frame budget), and which
-series a user opened in which hour (each first opening is a ledger "use" event)."""
+"""What the viewer keeps: which series a user opened in which hour (each first opening is a
+ledger "use" event). The frame budget is counted in the serving process
+(``access.ratelimit``): writing a row per frame made 20 concurrent viewers queue on the
+database's write lock."""
 
 from __future__ import annotations
 
@@ -9,19 +11,6 @@ from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from insitu.db import Base
-
-
-class FrameUse(Base):
-    """Frames (renders and thumbnails) a user got in one UTC hour."""
-
-    __tablename__ = "viewer_frame_use"
-    __table_args__ = (UniqueConstraint("user_id", "hour"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    hour: Mapped[str] = mapped_column(String(13))
-    """``YYYY-MM-DDTHH`` in UTC."""
-    frames: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class SeriesOpening(Base):

@@ -8,24 +8,26 @@ No function here returns DICOM or pixel values: only catalogue attributes and JP
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from insitu.access.ratelimit import SlidingWindowLimiter
 from insitu.catalog.models import Instance, Series, Study, Subject
 from insitu.datasets import service as datasets
-from insitu.datasets.models import Dataset
 from insitu.db import utcnow
 from insitu.ledger import events
 from insitu.ledger import service as ledger
-from insitu.settings import Settings
 from insitu.storage.protocol import BlobStore
 from insitu.web import imaging
-from insitu.web.models import FrameUse, SeriesOpening
+from insitu.web.models import SeriesOpening
 
 SERIES_OPENED = events.register(
     "dataset.viewed", "a user opened a series of the dataset in the viewer (a use of it)"
@@ -46,20 +48,45 @@ class BudgetExceededError(ViewerError):
 
 @dataclass(frozen=True)
 class Scope:
-    """The datasets a user may use now, and their series as a query."""
+    """The dataset versions a user may use now, and their series as a query."""
 
     user_id: int
-    datasets: tuple[Dataset, ...]
+    dataset_ids: tuple[int, ...]
 
     @property
     def series_ids(self) -> Select[int]:
         """The catalogue series of those datasets."""
-        return datasets.series_ids_of([d.id for d in self.datasets])
+        return datasets.series_ids_of(self.dataset_ids)
+
+
+class ScopeCache:
+    """Scopes remembered for a few seconds (one per app): working them out costs a handful
+    of queries per dataset, and a viewer asks for frames many times a second. A revoked grant
+    or an invalidated dataset stops rendering within ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self.ttl_s = ttl_s
+        self._scopes: dict[int, tuple[float, Scope]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, user_id: int) -> Scope:
+        """The user's scope, from the cache while it is fresh."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._scopes.get(user_id)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        scope = scope_of(session, user_id)
+        with self._lock:
+            if len(self._scopes) > 10_000:
+                self._scopes.clear()
+            self._scopes[user_id] = (now, scope)
+        return scope
 
 
 def scope_of(session: Session, user_id: int) -> Scope:
-    """What ``user_id`` may view."""
-    return Scope(user_id, tuple(datasets.usable_datasets(session, user_id)))
+    """What ``user_id`` may view, worked out now."""
+    return Scope(user_id, tuple(d.id for d in datasets.usable_datasets(session, user_id)))
 
 
 def _date_clause(column: Any, value: str) -> Any:
@@ -201,37 +228,37 @@ def _hour() -> str:
     return utcnow().strftime("%Y-%m-%dT%H")
 
 
-def spend_frame(session: Session, settings: Settings, user_id: int) -> int:
-    """Count one frame against the user's hourly budget; the frames left."""
-    hour = _hour()
-    use = session.scalars(
-        select(FrameUse).where(FrameUse.user_id == user_id, FrameUse.hour == hour)
-    ).first()
-    if use is None:
-        use = FrameUse(user_id=user_id, hour=hour, frames=0)
-        session.add(use)
-    if use.frames >= settings.viewer_frames_per_hour:
+def spend_frame(budget: SlidingWindowLimiter, user_id: int) -> int:
+    """Count one frame against the user's budget (a sliding hour); the frames left."""
+    wait = budget.retry_after(str(user_id))
+    if wait is not None:
         raise BudgetExceededError(
-            f"you have used your {settings.viewer_frames_per_hour:,} frames for this hour; "
-            f"more at {int(hour[-2:]) + 1 if hour[-2:] != '23' else 0:02d}:00 UTC"
+            f"you have used your {budget.limit:,} frames for this hour; more in "
+            f"{int(wait // 60) + 1} minutes"
         )
-    use.frames += 1
-    return settings.viewer_frames_per_hour - use.frames
+    return budget.remaining(str(user_id))
 
 
-def _opened(session: Session, scope: Scope, series: Series) -> None:
+def _opened(
+    session: Session, scope: Scope, series: Series, seen: set[tuple[int, int, str]]
+) -> None:
     hour = _hour()
-    seen = session.scalar(
+    if (scope.user_id, series.id, hour) in seen:  # known from a committed opening
+        return
+    found = session.scalar(
         select(SeriesOpening.id).where(
             SeriesOpening.user_id == scope.user_id,
             SeriesOpening.series_id == series.id,
             SeriesOpening.hour == hour,
         )
     )
-    if seen is not None:
+    if found is not None:
+        if len(seen) > 100_000:
+            seen.clear()
+        seen.add((scope.user_id, series.id, hour))
         return
     session.add(SeriesOpening(user_id=scope.user_id, series_id=series.id, hour=hour))
-    for dataset in scope.datasets:
+    for dataset in (datasets.get_dataset_by_id(session, i) for i in scope.dataset_ids):
         if series.id in set(datasets.series_of(session, dataset)):
             ledger.record(
                 session,
@@ -242,6 +269,56 @@ def _opened(session: Session, scope: Scope, series: Series) -> None:
             )
 
 
+def _target(
+    session: Session, scope: Scope, study_uid: str, series_uid: str, sop_uid: str | None
+) -> tuple[Series, Instance]:
+    if sop_uid is None:
+        series = _series(session, scope, study_uid, series_uid)
+        instances = _instances(session, series)
+        if not instances:
+            raise NotUsableError(f"series {series_uid} holds no instance")
+        return series, instances[len(instances) // 2]
+    row = session.execute(  # one query: the path of UIDs, within the user's scope
+        select(Series, Instance)
+        .join(Study, Study.id == Series.study_id)
+        .join(Instance, Instance.series_id == Series.id)
+        .where(
+            Study.study_instance_uid == study_uid,
+            Series.series_instance_uid == series_uid,
+            Instance.sop_instance_uid == sop_uid,
+            Series.id.in_(scope.series_ids),
+        )
+    ).first()
+    if row is None:
+        raise NotUsableError(f"no instance {sop_uid} in the datasets you may use")
+    return row[0], row[1]
+
+
+class FrameCache:
+    """Prepared frames (decoded, with the pattern, in modality units) of the last instances
+    viewed, one per app: scrolling and windowing re-render the same frames many times."""
+
+    def __init__(self, entries: int = 128) -> None:
+        self.entries = entries
+        self._frames: OrderedDict[tuple[str, int], imaging.Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: BlobStore, key: bytes, digest: str, frame: int) -> imaging.Prepared:
+        """The prepared frame, decoded on a miss."""
+        with self._lock:
+            prepared = self._frames.get((digest, frame))
+            if prepared is not None:
+                self._frames.move_to_end((digest, frame))
+                return prepared
+        dataset = pydicom.dcmread(io.BytesIO(store.get(digest)))
+        prepared = imaging.prepare(dataset, key=key, digest=digest, frame=frame)
+        with self._lock:
+            self._frames[(digest, frame)] = prepared
+            while len(self._frames) > self.entries:
+                self._frames.popitem(last=False)
+        return prepared
+
+
 @dataclass(frozen=True)
 class Frame:
     """A rendered frame and the budget left."""
@@ -250,25 +327,21 @@ class Frame:
     frames_left: int
 
 
-def _target(
-    session: Session, scope: Scope, study_uid: str, series_uid: str, sop_uid: str | None
-) -> tuple[Series, Instance]:
-    series = _series(session, scope, study_uid, series_uid)
-    instances = _instances(session, series)
-    if not instances:
-        raise NotUsableError(f"series {series_uid} holds no instance")
-    if sop_uid is None:
-        return series, instances[len(instances) // 2]
-    for instance in instances:
-        if instance.sop_instance_uid == sop_uid:
-            return series, instance
-    raise NotUsableError(f"no instance {sop_uid} in the datasets you may use")
+@dataclass(frozen=True)
+class Viewing:
+    """What rendering needs from the app: the store, the secret, the budget, the cache."""
+
+    store: BlobStore
+    key: bytes
+    budget: SlidingWindowLimiter
+    frames: FrameCache
+    opened: set[tuple[int, int, str]] = field(default_factory=set)
+    """(user, series, hour) openings known to be on the ledger already."""
 
 
 def rendered(
     session: Session,
-    settings: Settings,
-    store: BlobStore,
+    viewing: Viewing,
     scope: Scope,
     uids: tuple[str, str, str | None],
     *,
@@ -282,15 +355,19 @@ def rendered(
     """A rendered frame (or a thumbnail) of a usable instance; ``uids`` are the study, series
     and instance UIDs (no instance: the series' middle one)."""
     series, instance = _target(session, scope, *uids)
-    left = spend_frame(session, settings, scope.user_id)
+    if preset is not None and preset not in imaging.PRESETS:  # before a frame is spent
+        raise imaging.RenderError(
+            f"unknown preset {preset!r}: use one of {', '.join(imaging.PRESETS)}"
+        )
+    left = spend_frame(viewing.budget, scope.user_id)
     if not thumbnail:
-        _opened(session, scope, series)
-    dataset = pydicom.dcmread(io.BytesIO(store.get(instance.blob_digest)))
-    key = settings.secret_bytes()
+        _opened(session, scope, series, viewing.opened)
     if thumbnail:
-        picture = imaging.thumbnail(dataset, key=key, digest=instance.blob_digest)
-    else:
-        picture = imaging.render(dataset, key=key, digest=instance.blob_digest, frame=frame,
-                                 window=window, preset=preset, viewport=viewport,
-                                 quality=quality)  # fmt: skip
+        frames = instance.number_of_frames or 1
+        prepared = viewing.frames.get(viewing.store, viewing.key, instance.blob_digest,
+                                      frames // 2)  # fmt: skip
+        return Frame(imaging.thumbnail(prepared).jpeg, left)
+    prepared = viewing.frames.get(viewing.store, viewing.key, instance.blob_digest, frame)
+    picture = imaging.render_prepared(prepared, window=window, preset=preset,
+                                      viewport=viewport, quality=quality)  # fmt: skip
     return Frame(picture.jpeg, left)
