@@ -85,6 +85,7 @@ EXPECTED = {
     ("GET", "/releases/{release_id}"): ("public",),
     ("POST", "/releases/{release_id}/vote"): ("any",),
     ("GET", "/dicomweb/studies"): ("any",),
+    ("GET", "/viewer/{study}/{series}"): ("public",),  # a page: tests/web/test_viewer_page.py
     **dict.fromkeys(sorted(DICOMWEB_ROUTES), ("any",)),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),
     ("GET", "/datasets/{name}/v{version}"): ("public",),
@@ -309,7 +310,8 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
 def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> None:
     with_parameters = {key for key in _routes(platform) if "{" in key[1]}
     assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | DICOMWEB_ROUTES | {
-        ("GET", "/pid/{identifier:path}")  # tested in tests/datasets/test_public.py
+        ("GET", "/viewer/{study}/{series}"),
+        ("GET", "/pid/{identifier:path}"),  # tested in tests/datasets/test_public.py
     }
 
 

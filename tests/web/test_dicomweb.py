@@ -47,6 +47,7 @@ DICOMWEB_ROUTES = {
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"),
     ("GET", "/dicomweb/bulkdata/{path:path}"),
 }  # fmt: skip
+BUDGET = 20  # frames per hour in these tests
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 
 
@@ -61,7 +62,7 @@ def viewer(tmp_path: Path, database_url: str) -> Iterator[Viewer]:
     """Rita may use the MR series only (dataset "brain"); Stan stewards both; Bob has none."""
     (tmp_path / "home").mkdir()
     platform = open_platform(
-        make_settings(tmp_path / "home", database_url=database_url, viewer_frames_per_hour=6)
+        make_settings(tmp_path / "home", database_url=database_url, viewer_frames_per_hour=BUDGET)
     )
     ingest_clinical_corpus(platform, tmp_path, subjects=2, ct_slices=2)
     with session_scope(platform.sessions) as session:
@@ -177,7 +178,7 @@ def test_access_budget_and_ledger(viewer: Viewer) -> None:
         first = _rendered(client, rita, *mr, preset="brain")
         assert first.status_code == 200
         assert first.headers["content-type"] == "image/jpeg"
-        assert first.headers["X-Insitu-Frames-Left"] == "5"
+        assert first.headers["X-Insitu-Frames-Left"] == str(BUDGET - 1)
         assert _viewed(viewer) == 1  # opening the series is a use of its dataset
         assert _rendered(client, rita, *mr, window="40,1").status_code == 200
         assert _viewed(viewer) == 1  # once per series and hour
@@ -196,7 +197,7 @@ def test_access_budget_and_ledger(viewer: Viewer) -> None:
         assert png.status_code == 406
         bad = _rendered(client, rita, *mr, preset="liver-ish")
         assert bad.status_code == 400
-        for _ in range(3):  # refusals did not count: six frames in all
+        for _ in range(BUDGET - 3):  # refusals did not count: the whole budget in all
             assert _rendered(client, rita, *mr).status_code == 200
         spent = _rendered(client, rita, *mr)
         assert spent.status_code == 429

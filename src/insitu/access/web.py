@@ -250,3 +250,16 @@ def logout(principal: AnyUser, platform: PlatformDep) -> Response:
 def page_context(platform: Platform, principal: service.Principal, token: str) -> dict[str, Any]:
     """What every signed-in page's template needs."""
     return {"principal": principal, "csrf_token": csrf_token_for(platform, token)}
+
+
+def page_principal(request: Request, session: Any) -> tuple[service.Principal | None, str]:
+    """A page's signed-in user from the session cookie (or a bearer token, for scripts and
+    tests), with the token; (None, "") when nobody is signed in."""
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    token = bearer if scheme.lower() == "bearer" else request.cookies.get(SESSION_COOKIE, "")
+    return (service.authenticate_token(session, token) if token else None), token
+
+
+def to_sign_in(path: str) -> RedirectResponse:
+    """Send a visitor who is not signed in to the sign-in page, and back here after."""
+    return RedirectResponse(f"/login?next={path}", status_code=status.HTTP_303_SEE_OTHER)

@@ -11,9 +11,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
-from insitu.access.permissions import SESSION_COOKIE, AnyUser, Public, get_platform
+from insitu.access.permissions import AnyUser, Public, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
-from insitu.access.web import page_context
+from insitu.access.web import page_context, page_principal, to_sign_in
 from insitu.core.platform import Platform
 from insitu.releases import service
 from insitu.releases.api import http_error, info
@@ -24,24 +24,13 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def _signed_in(request: Request, session: Session) -> tuple[access.Principal | None, str]:
-    """The browser session's user (or an API token's, for scripts and tests)."""
-    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-    token = bearer if scheme.lower() == "bearer" else request.cookies.get(SESSION_COOKIE, "")
-    return (access.authenticate_token(session, token) if token else None), token
-
-
-def _to_login(path: str) -> RedirectResponse:
-    return RedirectResponse(f"/login?next={path}", status_code=status.HTTP_303_SEE_OTHER)
-
-
 @router.get("/releases", dependencies=[Public], response_model=None)
 def releases_page(request: Request, session: DbSessionDep, platform: PlatformDep) -> Response:
     """Your release requests and, for stewards, the queue waiting for your review (sign-in
     needed: others are sent to the sign-in page)."""
-    principal, token = _signed_in(request, session)
+    principal, token = page_principal(request, session)
     if principal is None:
-        return _to_login("/releases")
+        return to_sign_in("/releases")
     context = page_context(platform, principal, token) | {
         "mine": [info(session, r) for r in service.list_requests(session, principal)],
         "queue": [info(session, r) for r in service.list_requests(session, principal, True)],
@@ -70,9 +59,9 @@ def release_page(
 ) -> Response:
     """One request: files with every check's verdict, votes, the reviewer's form, the
     requester's downloads (its requester, possible reviewers, admins, auditors)."""
-    principal, token = _signed_in(request, session)
+    principal, token = page_principal(request, session)
     if principal is None:
-        return _to_login(f"/releases/{release_id}")
+        return to_sign_in(f"/releases/{release_id}")
     try:
         release = service.get_request(session, principal, release_id)
     except service.ReleaseError as exc:

@@ -23,6 +23,7 @@ from insitu.releases.api import router as releases_router
 from insitu.releases.web import router as release_pages
 from insitu.tools.api import router as tools_router
 from insitu.web.dicomweb import router as dicomweb_router
+from insitu.web.explorer import router as explorer_pages
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
 from insitu.web.render import STATIC
@@ -74,6 +75,7 @@ def create_app(
     app.include_router(pages_router)
     app.include_router(metrics_router)
     app.include_router(dicomweb_router)
+    app.include_router(explorer_pages)
     app.include_router(access_pages)
     app.include_router(dataset_pages)
     app.include_router(release_pages)

@@ -1,0 +1,50 @@
+"""Explorer pages (first part): the image viewer of one series. It shows rendered frames from
+the WADO-RS routes (JPEG, window, budget rules), never pixel values; scrolling, window/level
+(presets, fields, drag) and zoom run in the browser (``static/viewer.js``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import HTMLResponse, Response
+
+from insitu.access.permissions import DbSession as DbSessionDep
+from insitu.access.permissions import Public, get_platform
+from insitu.access.web import page_context, page_principal, to_sign_in
+from insitu.core.platform import Platform
+from insitu.web import imaging, viewing
+from insitu.web.render import templates
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+@router.get("/viewer/{study}/{series}", dependencies=[Public], response_model=None)
+def viewer_page(
+    study: str, series: str, request: Request, session: DbSessionDep, platform: PlatformDep
+) -> Response:
+    """The viewer for one series of a dataset you may use (sign-in needed)."""
+    principal, token = page_principal(request, session)
+    if principal is None:
+        return to_sign_in(f"/viewer/{study}/{series}")
+    context = page_context(platform, principal, token)
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
+    try:
+        instances = viewing.search_instances(session, scope, study, series)
+        shown = viewing.search_series(session, scope, study, {"SeriesInstanceUID": series})
+    except viewing.NotUsableError as exc:
+        page: HTMLResponse = templates(request).TemplateResponse(
+            request, "viewer_missing.html", context | {"message": str(exc)},
+            status_code=status.HTTP_404_NOT_FOUND,
+        )  # fmt: skip
+        return page
+    context |= {
+        "study": study,
+        "series": shown[0] if shown else {"SeriesInstanceUID": series},
+        "instances": [i["SOPInstanceUID"] for i in instances],
+        "presets": imaging.PRESETS,
+        "min_width": imaging.MIN_WINDOW_STORED,
+    }
+    shown_page: HTMLResponse = templates(request).TemplateResponse(request, "viewer.html", context)
+    return shown_page
