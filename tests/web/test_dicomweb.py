@@ -46,6 +46,7 @@ DICOMWEB_ROUTES = {
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata"),
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"),
     ("GET", "/dicomweb/bulkdata/{path:path}"),
+    ("GET", "/api/v1/explore/studies/{study}/series/{series}/instances/{instance}/header"),
 }  # fmt: skip
 BUDGET = 20  # frames per hour in these tests
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
@@ -231,3 +232,29 @@ def test_search_filters(viewer: Viewer) -> None:
         assert len(page.json()) == 1
         assert page.headers["content-type"] == "application/dicom+json"
         json.dumps(every)  # plain JSON
+
+
+def test_the_header_tree_hides_binary_values(viewer: Viewer) -> None:
+    study, series, sop = _uids(viewer, "MR")
+    url = f"/api/v1/explore/studies/{study}/series/{series}/instances/{sop}/header"
+    with TestClient(create_app(viewer.platform)) as client:
+        rita = {"Authorization": f"Bearer {viewer.tokens['rita']}"}
+        tree = client.get(url, headers=rita).json()
+        by_keyword = {e["keyword"]: e for e in tree}
+        assert by_keyword["SOPInstanceUID"]["value"] == sop
+        pixels = by_keyword["PixelData"]
+        assert pixels["length"] == 16 * 16 * 2
+        assert set(pixels) == {"tag", "keyword", "vr", "length", "sha256"}  # no value
+        assert all("value" not in e for e in tree if e["vr"] in BINARY_VRS)
+        sequences = [e for e in tree if e["vr"] == "SQ"]
+        assert sequences  # de-identification method codes, at least
+        assert all(isinstance(e["items"], list) for e in sequences)
+        found = client.get(url, params={"search": "modality"}, headers=rita).json()
+        assert {e["keyword"] for e in found} >= {"Modality"}
+        assert len(found) < len(tree)
+        ct = _uids(viewer, "CT")
+        hidden = f"/api/v1/explore/studies/{ct[0]}/series/{ct[1]}/instances/{ct[2]}/header"
+        assert client.get(hidden, headers=rita).status_code == 404
+        bob = {"Authorization": f"Bearer {viewer.tokens['bob']}"}
+        assert client.get(url, headers=bob).status_code == 404
+        assert client.get(url).status_code == 401

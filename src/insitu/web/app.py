@@ -23,6 +23,7 @@ from insitu.releases.api import router as releases_router
 from insitu.releases.web import router as release_pages
 from insitu.tools.api import router as tools_router
 from insitu.web.dicomweb import router as dicomweb_router
+from insitu.web.explorer import api as explorer_api
 from insitu.web.explorer import router as explorer_pages
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
@@ -71,6 +72,7 @@ def create_app(
     api.include_router(jobs_router)
     api.include_router(flavors_router)
     api.include_router(releases_router)
+    api.include_router(explorer_api)
     app.include_router(api)
     app.include_router(pages_router)
     app.include_router(metrics_router)

@@ -4,13 +4,13 @@ the WADO-RS routes (JPEG, window, budget rules), never pixel values; scrolling, 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, Response
 
+from insitu.access.permissions import AnyUser, Public, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
-from insitu.access.permissions import Public, get_platform
 from insitu.access.web import page_context, page_principal, to_sign_in
 from insitu.core.platform import Platform
 from insitu.web import imaging, viewing
@@ -48,3 +48,27 @@ def viewer_page(
     }
     shown_page: HTMLResponse = templates(request).TemplateResponse(request, "viewer.html", context)
     return shown_page
+
+
+api = APIRouter(prefix="/explore", tags=["explorer"])
+
+
+@api.get("/studies/{study}/series/{series}/instances/{instance}/header")
+def instance_header(
+    study: str,
+    series: str,
+    instance: str,
+    request: Request,
+    principal: AnyUser,
+    session: DbSessionDep,
+    platform: PlatformDep,
+    search: Annotated[str, Query(max_length=200)] = "",
+) -> list[dict[str, Any]]:
+    """The full de-identified DICOM header of an instance of a dataset you may use, as a tree;
+    binary elements (pixel data too) give only their length and SHA-256."""
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
+    try:
+        return viewing.header_tree(session, platform.store, scope, (study, series, instance),
+                                   search)  # fmt: skip
+    except viewing.NotUsableError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None

@@ -7,6 +7,7 @@ No function here returns DICOM or pixel values: only catalogue attributes and JP
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
@@ -371,3 +372,45 @@ def rendered(
     picture = imaging.render_prepared(prepared, window=window, preset=preset,
                                       viewport=viewport, quality=quality)  # fmt: skip
     return Frame(picture.jpeg, left)
+
+
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+def _element_json(element: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "tag": f"({element.tag.group:04X},{element.tag.element:04X})",
+        "keyword": element.keyword or "",
+        "vr": element.VR,
+    }
+    if element.VR == "SQ":
+        entry["items"] = [[_element_json(e) for e in item] for item in element.value]
+    elif element.VR in BINARY_VRS or element.keyword == "PixelData":
+        raw = element.value if isinstance(element.value, bytes) else b""
+        entry["length"] = len(raw)
+        entry["sha256"] = hashlib.sha256(raw).hexdigest()  # never the bytes themselves
+    else:
+        entry["value"] = str(element.value)[:1024]
+    return entry
+
+
+def _matches(entry: dict[str, Any], needle: str) -> bool:
+    text = " ".join(str(entry.get(k, "")) for k in ("tag", "keyword", "vr", "value")).lower()
+    return needle in text or any(_matches(e, needle) for item in entry.get("items", [])
+                                 for e in item)  # fmt: skip
+
+
+def header_tree(
+    session: Session, store: BlobStore, scope: Scope, uids: tuple[str, str, str],
+    search: str = "",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """An instance's full de-identified header as a tree (sequences hold items of elements);
+    binary elements, pixel data included, show only their length and SHA-256. With
+    ``search``, the elements (and the sequences holding them) that mention it."""
+    _, instance = _target(session, scope, *uids)
+    dataset = pydicom.dcmread(io.BytesIO(store.get(instance.blob_digest)))
+    tree = [_element_json(e) for e in dataset]
+    if search:
+        needle = search.lower()
+        tree = [e for e in tree if _matches(e, needle)]
+    return tree
