@@ -521,6 +521,16 @@ def list_requests(
     return [r for r in waiting if not why_not_reviewer(session, r, principal.user_id)][:limit]
 
 
+def _for_reviewer(session: Session, principal: Principal, request_id: int) -> ReleaseRequest:
+    request = session.get(ReleaseRequest, request_id)
+    if request is None:
+        raise NotAllowedError(f"no release request {request_id} for you to review")
+    reason = why_not_reviewer(session, request, principal.user_id)
+    if reason:
+        raise NotAllowedError(reason)
+    return request
+
+
 def vote(
     session: Session,
     principal: Principal,
@@ -529,12 +539,7 @@ def vote(
     comment: str,
 ) -> ReleaseRequest:
     """A reviewer approves or rejects (a reject says what the requester should change)."""
-    request = session.get(ReleaseRequest, request_id)
-    if request is None:
-        raise NotAllowedError(f"no release request {request_id} for you to review")
-    reason = why_not_reviewer(session, request, principal.user_id)
-    if reason:
-        raise NotAllowedError(reason)
+    request = _for_reviewer(session, principal, request_id)
     if request.state != ReleaseState.in_review:
         raise ReleaseStateError(f"release {request_id} is {request.state.value}, not in review")
     if any(v.reviewer_id == principal.user_id for v in votes_of(session, request)):
@@ -621,12 +626,7 @@ def open_preview(
 ) -> tuple[ReleaseFile, bytes]:
     """A text, CSV or picture file for a reviewer to read in the browser (the first MB of
     text); never a refused file, never a binary (a ledger event)."""
-    request = session.get(ReleaseRequest, request_id)
-    if request is None:
-        raise NotAllowedError(f"no release request {request_id} for you to review")
-    reason = why_not_reviewer(session, request, principal.user_id)
-    if reason:
-        raise NotAllowedError(reason)
+    request = _for_reviewer(session, principal, request_id)
     item = _file(session, request, file_id)
     if item.verdict == Verdict.refused or not item.stored:
         raise ReleaseStateError(f"{item.path} was refused by the checks: it is not shown")
