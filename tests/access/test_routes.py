@@ -85,6 +85,7 @@ EXPECTED = {
     ("GET", "/releases/{release_id}"): ("public",),
     ("POST", "/releases/{release_id}/vote"): ("any",),
     ("GET", "/dicomweb/studies"): ("any",),
+    ("GET", "/explore"): ("public",),
     ("GET", "/viewer/{study}/{series}"): ("public",),  # a page: tests/web/test_viewer_page.py
     **dict.fromkeys(sorted(DICOMWEB_ROUTES), ("any",)),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),

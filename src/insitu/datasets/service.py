@@ -17,6 +17,11 @@ from sqlalchemy.orm import Session
 from insitu.access import service as access
 from insitu.catalog import service as catalog
 from insitu.datasets import fair
+
+# The explorer's list lives in its own module; these re-export it as part of this interface.
+from insitu.datasets.listing import DatasetFilter as DatasetFilter  # noqa: PLC0414
+from insitu.datasets.listing import DatasetRow as DatasetRow  # noqa: PLC0414
+from insitu.datasets.listing import search_datasets as search_datasets  # noqa: PLC0414
 from insitu.datasets.models import (
     AccessRequest,
     Dataset,

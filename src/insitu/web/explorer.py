@@ -13,11 +13,47 @@ from insitu.access.permissions import AnyUser, Public, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.access.web import page_context, page_principal, to_sign_in
 from insitu.core.platform import Platform
+from insitu.datasets import service as datasets
 from insitu.web import imaging, viewing
 from insitu.web.render import templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+PAGE_SIZE = 20
+
+
+@router.get("/explore", dependencies=[Public], response_class=HTMLResponse)
+def dataset_list(
+    request: Request,
+    session: DbSessionDep,
+    platform: PlatformDep,
+    q: Annotated[str, Query(max_length=100)] = "",
+    modality: Annotated[str, Query(max_length=16)] = "",
+    body_part: Annotated[str, Query(max_length=16)] = "",
+    state: Annotated[str, Query(pattern="^(|draft|released|published|invalidated)$")] = "",
+    tier: Annotated[str, Query(pattern="^(|real|synthetic)$")] = "",
+    sort: Annotated[str, Query(pattern="^(name|newest|released)$")] = "name",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """Find datasets: published ones for everyone, and those you steward or were granted."""
+    principal, token = page_principal(request, session)
+    wanted = datasets.DatasetFilter(q, modality, body_part, state, tier, sort)
+    total, rows = datasets.search_datasets(
+        session, principal.user_id if principal else None, wanted, PAGE_SIZE,
+        (page - 1) * PAGE_SIZE,
+    )  # fmt: skip
+    context = (page_context(platform, principal, token) if principal else {}) | {
+        "rows": rows,
+        "total": total,
+        "page": page,
+        "pages": max(1, -(-total // PAGE_SIZE)),
+        "wanted": wanted,
+        "query": {k: v for k, v in request.query_params.items() if k != "page"},
+    }
+    shown: HTMLResponse = templates(request).TemplateResponse(request, "explore.html", context)
+    return shown
 
 
 @router.get("/viewer/{study}/{series}", dependencies=[Public], response_model=None)
