@@ -86,6 +86,7 @@ EXPECTED = {
     ("POST", "/releases/{release_id}/vote"): ("any",),
     ("GET", "/dicomweb/studies"): ("any",),
     ("GET", "/explore"): ("public",),
+    ("GET", "/explore/{name}"): ("public",),  # a page: tests/web/test_dataset_page.py
     ("GET", "/viewer/{study}/{series}"): ("public",),  # a page: tests/web/test_viewer_page.py
     **dict.fromkeys(sorted(DICOMWEB_ROUTES), ("any",)),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),
@@ -312,6 +313,7 @@ def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> 
     with_parameters = {key for key in _routes(platform) if "{" in key[1]}
     assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | DICOMWEB_ROUTES | {
         ("GET", "/viewer/{study}/{series}"),
+        ("GET", "/explore/{name}"),
         ("GET", "/pid/{identifier:path}"),  # tested in tests/datasets/test_public.py
     }
 

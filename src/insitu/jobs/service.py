@@ -153,6 +153,12 @@ def job_by_id(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
+def jobs_on_dataset(session: Session, dataset_id: int, limit: int = 200) -> list[Job]:
+    """The newest jobs that used a dataset version (among the last 10,000 jobs)."""
+    recent = session.scalars(select(Job).order_by(Job.id.desc()).limit(10_000))
+    return [j for j in recent if dataset_id in j.dataset_ids][:limit]
+
+
 def ended_job_ids(session: Session) -> list[int]:
     """Jobs that ran and ended (a lost job kept nothing)."""
     ended = [s for s in END_STATES if s != JobState.lost]

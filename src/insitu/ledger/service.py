@@ -202,6 +202,12 @@ def list_entries(
     return list(session.scalars(statement.order_by(LedgerEntry.index).limit(limit)))
 
 
+def entries_about(session: Session, subject: str, limit: int = 200) -> list[LedgerEntry]:
+    """The newest entries about one subject (a dataset's history, say)."""
+    statement = select(LedgerEntry).where(LedgerEntry.subject == subject)
+    return list(session.scalars(statement.order_by(LedgerEntry.index.desc()).limit(limit)))
+
+
 def entry_as_dict(entry: LedgerEntry) -> dict[str, Any]:
     """An entry as the API and the bundle show it (the payload parsed)."""
     return {

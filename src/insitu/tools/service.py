@@ -83,6 +83,12 @@ def declared_outputs(session: Session, tool_version_id: int) -> tuple[str, list[
     return label(tool_of(session, version), version), [o["pattern"] for o in version.outputs]
 
 
+def image_of(session: Session, tool_version_id: int) -> str:
+    """The OCI image a version runs, or "bundle" for a built environment."""
+    version = session.get(ToolVersion, tool_version_id)
+    return (version.image or "bundle") if version is not None else ""
+
+
 @dataclass(frozen=True)
 class Published:
     """What publishing did."""

@@ -9,11 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, Response
 
+from insitu.access import service as access
 from insitu.access.permissions import AnyUser, Public, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.access.web import page_context, page_principal, to_sign_in
 from insitu.core.platform import Platform
 from insitu.datasets import service as datasets
+from insitu.jobs import service as jobs
+from insitu.ledger import service as ledger
+from insitu.tools import service as tools
 from insitu.web import imaging, viewing
 from insitu.web.render import templates
 
@@ -108,3 +112,98 @@ def instance_header(
                                    search)  # fmt: skip
     except viewing.NotUsableError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+
+
+TABS = {"details": "Details", "studies": "Studies and series", "history": "History",
+        "access": "Access"}  # fmt: skip
+
+
+def _access_rows(session: Any, dataset_id: int) -> list[dict[str, Any]]:
+    rows = []
+    for job in jobs.jobs_on_dataset(session, dataset_id):
+        times = job.state_times
+        ended = next((times[s] for s in ("succeeded", "failed", "cancelled", "timed_out",
+                                          "lost") if s in times), "")  # fmt: skip
+        rows.append(
+            {
+                "created": job.created_at,
+                "user": access.user_names(session, {job.user_id}).get(job.user_id, ""),
+                "type": "batch job",
+                "tool": tools.declared_outputs(session, job.tool_version_id)[0],
+                "image": tools.image_of(session, job.tool_version_id),
+                "resources": job.flavor,
+                "start": times.get("running", ""),
+                "end": ended,
+                "run_seconds": job.details.get("run_seconds"),
+                "status": job.state.value,
+                "command": " ".join(job.command),
+            }
+        )
+    return rows
+
+
+@router.get("/explore/{name}", dependencies=[Public], response_model=None)
+def dataset_page(
+    name: str,
+    request: Request,
+    session: DbSessionDep,
+    platform: PlatformDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    tab: Annotated[str, Query(pattern="^(details|studies|history|access)$")] = "details",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    modality: Annotated[str, Query(max_length=16)] = "",
+) -> Response:
+    """A dataset version's page: details and charts for whoever may see it; studies, series
+    and images for those who may use it; history; access (its stewards and auditors)."""
+    principal, token = page_principal(request, session)
+    user_id = principal.user_id if principal else None
+    dataset = datasets.get_dataset(session, name, version)
+    auditor = principal is not None and principal.role.value == "auditor"
+    visible = dataset is not None and (
+        datasets.is_public(dataset)
+        or auditor  # auditors read every dataset's history and access log
+        or (user_id is not None and datasets.can_see_dataset(session, user_id, dataset))
+    )
+    if principal is None and not visible:  # any name, so that none is revealed
+        return to_sign_in(f"/explore/{name}")
+    context = page_context(platform, principal, token) if principal else {}
+    if dataset is None or not visible:
+        missing: HTMLResponse = templates(request).TemplateResponse(
+            request, "viewer_missing.html",
+            context | {"message": f"no dataset {name!r} that you may see",
+                       "heading": "This dataset cannot be shown"},
+            status_code=status.HTTP_404_NOT_FOUND,
+        )  # fmt: skip
+        return missing
+    steward = user_id is not None and datasets.is_steward(session, dataset, user_id)
+    use = datasets.UseDecision(False, "sign in, then ask its stewards for access")
+    if user_id is not None:
+        use = datasets.can_use_dataset(session, user_id, dataset)
+    context |= {
+        "dataset": dataset,
+        "tab": tab,
+        "tabs": TABS,
+        "steward": steward,
+        "may_see_access": steward or auditor,
+        "use": use,
+        "statistics": datasets.statistics(session, dataset, user_id),
+        "record": datasets.citable(session, dataset, platform.publication, user_id),
+        "page": page,
+        "modality": modality,
+    }
+    if tab == "studies" and use.allowed and user_id is not None:
+        scope = viewing.Scope(user_id, (dataset.id,))
+        filters = {"ModalitiesInStudy": modality} if modality else {}
+        studies = viewing.search_studies(session, scope, filters, 20, (page - 1) * 20)
+        context["studies"] = [
+            s | {"series": viewing.search_series(session, scope, s["StudyInstanceUID"], {})}
+            for s in studies
+        ]
+    elif tab == "history":
+        context["entries"] = [ledger.entry_as_dict(e) for e in ledger.entries_about(
+            session, datasets.subject_of(dataset))]  # fmt: skip
+        context["tree_size"] = ledger.tree_size(session)
+    elif tab == "access" and context["may_see_access"]:
+        context["jobs"] = _access_rows(session, dataset.id)
+    shown: HTMLResponse = templates(request).TemplateResponse(request, "dataset.html", context)
+    return shown
