@@ -87,6 +87,7 @@ EXPECTED = {
     ("GET", "/dicomweb/studies"): ("any",),
     ("GET", "/explore"): ("public",),
     ("GET", "/explore/{name}"): ("public",),  # a page: tests/web/test_dataset_page.py
+    ("GET", "/header/{study}/{series}/{instance}"): ("public",),  # a page: the same tests
     ("GET", "/viewer/{study}/{series}"): ("public",),  # a page: tests/web/test_viewer_page.py
     **dict.fromkeys(sorted(DICOMWEB_ROUTES), ("any",)),
     ("PUT", "/api/v1/flavors/{name}"): ("admin",),
@@ -314,6 +315,7 @@ def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> 
     assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | DICOMWEB_ROUTES | {
         ("GET", "/viewer/{study}/{series}"),
         ("GET", "/explore/{name}"),
+        ("GET", "/header/{study}/{series}/{instance}"),
         ("GET", "/pid/{identifier:path}"),  # tested in tests/datasets/test_public.py
     }
 

@@ -79,6 +79,15 @@ def test_each_tab_as_each_person(viewer: Viewer) -> None:
         assert len(thumbnails) == 2  # one MR series per subject
         assert client.get(thumbnails[0], headers=rita).headers["content-type"] == "image/jpeg"
         assert studies.count("Open in the viewer") == 2
+        header = re.search(r'href="(/header/[^"]+)"', studies)
+        assert header is not None
+        tree = client.get(header.group(1), headers=rita).text
+        assert "PixelData" in tree
+        assert "binary, 512 bytes" in tree
+        assert "Modality" in client.get(header.group(1), params={"search": "modal"},
+                                        headers=rita).text  # fmt: skip
+        assert client.get(header.group(1), headers=bob).status_code == 404
+        assert client.get(header.group(1), follow_redirects=False).status_code == 303
         assert "CT" not in re.sub(r"<[^>]+>", "", studies.split('<nav class="tabs"')[1])
         history = client.get(url, params={"tab": "history"}, headers=rita).text
         assert "dataset.released" in history
@@ -123,5 +132,12 @@ def test_the_dataset_page_in_chromium(viewer: Viewer, page: object, tmp_path: Pa
         expect(page.get_by_role("link", name="Open in the viewer")).to_have_count(2)
         expect(page.locator(".series-list img").first).to_have_js_property("complete", True)
         _shot(page, tmp_path, "dataset-studies")
+        page.get_by_role("link", name="DICOM header").first.click()
+        page.get_by_label("Search tags, keywords and values").fill("deidentification")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator(".header-tree").first).to_contain_text("DeidentificationMethod")
+        _shot(page, tmp_path, "dicom-header")
+        page.go_back()
+        page.go_back()
         page.get_by_role("link", name="Open in the viewer").first.click()
         expect(page.locator("#frame")).to_have_attribute("data-slice", "1")

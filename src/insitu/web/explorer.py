@@ -196,9 +196,13 @@ def dataset_page(
         filters = {"ModalitiesInStudy": modality} if modality else {}
         studies = viewing.search_studies(session, scope, filters, 20, (page - 1) * 20)
         context["studies"] = [
-            s | {"series": viewing.search_series(session, scope, s["StudyInstanceUID"], {})}
+            s | {"series": [
+                row | {"first_instance": viewing.first_instance(
+                    session, scope, s["StudyInstanceUID"], row["SeriesInstanceUID"])}
+                for row in viewing.search_series(session, scope, s["StudyInstanceUID"], {})
+            ]}
             for s in studies
-        ]
+        ]  # fmt: skip
     elif tab == "history":
         context["entries"] = [ledger.entry_as_dict(e) for e in ledger.entries_about(
             session, datasets.subject_of(dataset))]  # fmt: skip
@@ -206,4 +210,35 @@ def dataset_page(
     elif tab == "access" and context["may_see_access"]:
         context["jobs"] = _access_rows(session, dataset.id)
     shown: HTMLResponse = templates(request).TemplateResponse(request, "dataset.html", context)
+    return shown
+
+
+@router.get("/header/{study}/{series}/{instance}", dependencies=[Public], response_model=None)
+def header_page(
+    study: str,
+    series: str,
+    instance: str,
+    request: Request,
+    session: DbSessionDep,
+    platform: PlatformDep,
+    search: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """The DICOM header of an instance you may use, as a tree you can search and fold."""
+    principal, token = page_principal(request, session)
+    if principal is None:
+        return to_sign_in(f"/header/{study}/{series}/{instance}")
+    context = page_context(platform, principal, token)
+    scope = request.app.state.viewer_scopes.get(session, principal.user_id)
+    try:
+        tree = viewing.header_tree(session, platform.store, scope, (study, series, instance),
+                                   search)  # fmt: skip
+    except viewing.NotUsableError as exc:
+        missing: HTMLResponse = templates(request).TemplateResponse(
+            request, "viewer_missing.html",
+            context | {"message": str(exc), "heading": "This header cannot be shown"},
+            status_code=status.HTTP_404_NOT_FOUND,
+        )  # fmt: skip
+        return missing
+    context |= {"tree": tree, "search": search, "uids": (study, series, instance)}
+    shown: HTMLResponse = templates(request).TemplateResponse(request, "header.html", context)
     return shown

@@ -217,6 +217,13 @@ def search_instances(
     ]
 
 
+def first_instance(session: Session, scope: Scope, study_uid: str, series_uid: str) -> str:
+    """The SOP Instance UID of a usable series' first instance ('' if none)."""
+    series = _series(session, scope, study_uid, series_uid)
+    instances = _instances(session, series)
+    return instances[0].sop_instance_uid if instances else ""
+
+
 def _instances(session: Session, series: Series) -> Sequence[Instance]:
     return session.scalars(
         select(Instance)
