@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from insitu.access import service as access
 from insitu.access.models import Role
@@ -74,6 +75,12 @@ def test_each_tab_as_each_person(viewer: Viewer) -> None:
         assert "<svg" in details
         assert 'aria-label="Modality: MR' in details
         assert "you may use it" in details
+        with session_scope(viewer.platform.sessions) as session:  # computed once, then kept
+            from insitu.datasets.models import DatasetStatistics
+
+            kept = session.scalars(select(DatasetStatistics)).all()
+            assert [k.data["by_modality"] for k in kept] == [{"MR": 2}]
+        assert client.get(url, headers=rita).text == details
         studies = client.get(url, params={"tab": "studies"}, headers=rita).text
         thumbnails = re.findall(r'src="(/dicomweb/studies/[^"]+/thumbnail)"', studies)
         assert len(thumbnails) == 2  # one MR series per subject

@@ -172,3 +172,14 @@ class AccessRequest(Base):
     decision_note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DatasetStatistics(Base):
+    """The counts and breakdowns of a frozen (released or later) version, computed once on
+    first view: its content never changes, and computing them reads every instance row. A
+    cache, so not audited."""
+
+    __tablename__ = "dataset_statistics"
+
+    dataset_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

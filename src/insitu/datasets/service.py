@@ -10,8 +10,11 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
@@ -23,13 +26,12 @@ from insitu.datasets.listing import DatasetFilter as DatasetFilter  # noqa: PLC0
 from insitu.datasets.listing import DatasetRow as DatasetRow  # noqa: PLC0414
 from insitu.datasets.listing import search_datasets as search_datasets  # noqa: PLC0414
 from insitu.datasets.models import (
-    AccessRequest,
     Dataset,
     DatasetGrant,
     DatasetSeries,
     DatasetState,
+    DatasetStatistics,
     DatasetSteward,
-    RequestState,
     ReviewPolicy,
     TermsAcceptance,
     Tier,
@@ -196,6 +198,11 @@ def is_steward(session: Session, dataset: Dataset, user_id: int) -> bool:
         )
         is not None
     )
+
+
+def require_steward(session: Session, dataset: Dataset, user_id: int) -> None:
+    """Refuse anyone but the dataset's stewards."""
+    _require_steward(session, dataset, user_id)
 
 
 def _require_steward(session: Session, dataset: Dataset, user_id: int) -> None:
@@ -730,92 +737,31 @@ def verify_dataset(
     return result
 
 
-# -- access requests ---------------------------------------------------------------------------
-
-
-def request_access(session: Session, dataset: Dataset, user_id: int, purpose: str) -> AccessRequest:
-    """Ask to use a dataset, stating the purpose (one pending request per user and version)."""
-    if not purpose.strip():
-        raise DatasetError("say what you will use the dataset for (--purpose)")
-    if dataset.state in (DatasetState.draft, DatasetState.invalidated):
-        raise StateConflictError(f"{dataset.name} is {dataset.state.value}: it cannot be requested")
-    pending = session.scalar(
-        select(AccessRequest.id).where(
-            AccessRequest.dataset_id == dataset.id,
-            AccessRequest.user_id == user_id,
-            AccessRequest.state == RequestState.pending,
-        )
-    )
-    if pending is not None:
-        raise StateConflictError(f"you already asked for {dataset.name} (request {pending})")
-    row = AccessRequest(dataset_id=dataset.id, user_id=user_id, purpose=purpose.strip())
-    session.add(row)
-    session.flush()
-    ledger.record(
-        session,
-        DATASET_REQUESTED,
-        actor=ledger.user_actor(user_id),
-        subject=_subject(dataset),
-        payload={"request": row.id},
-    )
-    return row
-
-
-def requests_of(session: Session, dataset: Dataset) -> list[AccessRequest]:
-    """A dataset version's access requests, newest first."""
-    return list(
-        session.scalars(
-            select(AccessRequest)
-            .where(AccessRequest.dataset_id == dataset.id)
-            .order_by(AccessRequest.id.desc())
-        )
-    )
-
-
-def decide_request(
-    session: Session,
-    dataset: Dataset,
-    request_id: int,
-    actor_id: int,
-    *,
-    approve: bool,
-    note: str = "",
-    until: dt.datetime | None = None,
-) -> AccessRequest:
-    """Approve (granting the use, optionally until a date) or refuse a pending request."""
-    _require_steward(session, dataset, actor_id)
-    row = session.get(AccessRequest, request_id)
-    if row is None or row.dataset_id != dataset.id:
-        raise DatasetError(f"no request {request_id} for {dataset.name}")
-    if row.state != RequestState.pending:
-        raise StateConflictError(f"request {request_id} was {row.state.value} already")
-    if not approve and not note.strip():
-        raise DatasetError("refusing a request needs a reason for the requester")
-    row.state = RequestState.approved if approve else RequestState.refused
-    row.decided_by = actor_id
-    row.decided_at = utcnow()
-    row.decision_note = note.strip()
-    ledger.record(
-        session,
-        DATASET_REQUEST_DECIDED,
-        actor=ledger.user_actor(actor_id),
-        subject=_subject(dataset),
-        payload={"request": row.id, "decision": row.state.value},
-    )
-    if approve:
-        grant(session, dataset, actor_id, user_id=row.user_id, until=until)
-    return row
-
-
 SMALL_COUNT = 5  # counts under this are shown as "<5" to anyone but the dataset's stewards
+
+
+def _frozen_statistics(session: Session, dataset: Dataset) -> dict[str, Any]:
+    """A version's statistics: computed each time for drafts, once for frozen versions."""
+    if dataset.state == DatasetState.draft:
+        return catalog.statistics_of_series(session, series_of(session, dataset))
+    cached = session.get(DatasetStatistics, dataset.id)
+    if cached is not None:
+        return dict(cached.data)
+    data = catalog.statistics_of_series(session, series_of(session, dataset))
+    dialect = session.get_bind().dialect.name
+    insert_row = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(
+        DatasetStatistics
+    ).values(dataset_id=dataset.id, data=data)
+    # Two first views at once: the second insert does nothing (no savepoint, which would
+    # commit a caller's pending change before its ledger entry).
+    session.execute(insert_row.on_conflict_do_nothing(index_elements=["dataset_id"]))
+    return data
 
 
 def statistics(session: Session, dataset: Dataset, user_id: int | None) -> dict[str, object]:
     """A version's counts and breakdowns; small counts suppressed for non-stewards (and for
     anonymous readers of public metadata)."""
-    stats: dict[str, object] = dict(
-        catalog.statistics_of_series(session, series_of(session, dataset))
-    )
+    stats: dict[str, object] = dict(_frozen_statistics(session, dataset))
     if user_id is not None and is_steward(session, dataset, user_id):
         return stats
 
@@ -827,3 +773,9 @@ def statistics(session: Session, dataset: Dataset, user_id: int | None) -> dict[
         return value
 
     return {key: value if key == "bytes" else suppress(value) for key, value in stats.items()}
+
+
+# Access requests live in their own module (they build on this one); part of this interface.
+from insitu.datasets.requests import decide_request as decide_request  # noqa: E402, PLC0414
+from insitu.datasets.requests import request_access as request_access  # noqa: E402, PLC0414
+from insitu.datasets.requests import requests_of as requests_of  # noqa: E402, PLC0414
