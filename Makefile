@@ -35,3 +35,4 @@ bench:
 	$(BIN)/python bench/job_bench.py
 	$(BIN)/python bench/release_bench.py
 	$(BIN)/python bench/viewer_bench.py
+	$(BIN)/python bench/explorer_bench.py
