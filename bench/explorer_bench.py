@@ -7,8 +7,8 @@ blobs: neither page reads an image):
   clinical record each; one published dataset over all of them ("big") and
   ``--datasets`` - 1 published datasets of two series each;
 - floor: ``GET /api/v1/health`` through the same live server;
-- list: ``GET /explore`` as a signed-in steward (bearer token), random pages, half of them filtered (name text,
-  modality), p50/p95;
+- list: ``GET /explore`` as a signed-in steward (bearer token), random pages, half of them
+  filtered (name text, modality), p50/p95;
 - dataset page: the big dataset's first view (its statistics computed and kept), then
   ``GET /explore/big`` and ``/explore/<small>`` pages, p50/p95.
 
