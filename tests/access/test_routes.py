@@ -86,6 +86,11 @@ EXPECTED = {
     ("POST", "/releases/{release_id}/vote"): ("any",),
     ("GET", "/dicomweb/studies"): ("any",),
     ("GET", "/explore"): ("public",),
+    ("GET", "/work/jobs"): ("public",),  # pages: anyone not signed in is sent to sign in
+    ("GET", "/work/jobs/{job_id}"): ("public",),
+    ("GET", "/work/jobs-new"): ("public",),
+    ("POST", "/work/jobs-new"): ("any",),
+    ("POST", "/work/jobs/{job_id}/cancel"): ("any",),
     ("GET", "/explore/{name}"): ("public",),  # a page: tests/web/test_dataset_page.py
     ("GET", "/header/{study}/{series}/{instance}"): ("public",),  # a page: the same tests
     ("GET", "/viewer/{study}/{series}"): ("public",),  # a page: tests/web/test_viewer_page.py
@@ -293,6 +298,7 @@ OWNED: dict[tuple[str, str], int] = {
     ("GET", "/api/v1/releases/{release_id}"): 200,
     ("GET", "/api/v1/releases/{release_id}/files/{file_id}"): 409,  # not approved yet
     ("GET", "/releases/{release_id}"): 200,  # the page
+    ("POST", "/work/jobs/{job_id}/cancel"): 200,  # the cancel button, then the job's page
 }
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/projects/{name}/members"): {"user": "other"},
@@ -315,6 +321,7 @@ def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> 
     assert with_parameters == set(OWNED) | NOT_OWNED | PUBLISHED_ONLY | DICOMWEB_ROUTES | {
         ("GET", "/viewer/{study}/{series}"),
         ("GET", "/explore/{name}"),
+        ("GET", "/work/jobs/{job_id}"),  # tests/web/test_work.py
         ("GET", "/header/{study}/{series}/{instance}"),
         ("GET", "/pid/{identifier:path}"),  # tested in tests/datasets/test_public.py
     }

@@ -29,6 +29,7 @@ from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
 from insitu.web.render import STATIC
 from insitu.web.viewing import FrameCache, ScopeCache, Viewing
+from insitu.web.work import router as work_pages
 
 health_router = APIRouter(tags=["health"])
 
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(metrics_router)
     app.include_router(dicomweb_router)
     app.include_router(explorer_pages)
+    app.include_router(work_pages)
     app.include_router(access_pages)
     app.include_router(dataset_pages)
     app.include_router(release_pages)
