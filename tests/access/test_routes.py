@@ -86,6 +86,7 @@ EXPECTED = {
     ("POST", "/releases/{release_id}/vote"): ("any",),
     ("GET", "/dicomweb/studies"): ("any",),
     ("GET", "/explore"): ("public",),
+    ("GET", "/ledger"): ("public",),
     ("GET", "/work/jobs"): ("public",),  # pages: anyone not signed in is sent to sign in
     ("GET", "/work/jobs/{job_id}"): ("public",),
     ("GET", "/work/jobs-new"): ("public",),

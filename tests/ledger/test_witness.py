@@ -68,6 +68,9 @@ def test_witness_cosigns_once_registered_and_the_cosignature_is_shown(
     assert verifier.signature_valid(note, note.signatures[1][1], witness_key)
     listed = httpx.get(f"{server}/api/v1/ledger/witnesses").json()
     assert listed == [{"name": WITNESS, "key": vkey}]
+    shown = httpx.get(f"{server}/ledger").text  # the public page says who cosigned
+    assert f"<code>{WITNESS}</code>: cosigned the newest checkpoint" in shown
+    assert note.render().splitlines()[0] in shown
 
     append_events(platform, 5, start=10)
     checkpoint(platform, signer)

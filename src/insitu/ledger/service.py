@@ -318,6 +318,18 @@ def add_cosignature(session: Session, cosigned_note: str) -> list[str]:
     return accepted
 
 
+def cosigners(session: Session, row: LedgerCheckpoint) -> list[str]:
+    """The witnesses that cosigned a checkpoint."""
+    return list(
+        session.scalars(
+            select(Witness.name)
+            .join(Cosignature, Cosignature.witness_id == Witness.id)
+            .where(Cosignature.checkpoint_id == row.id)
+            .order_by(Witness.name)
+        )
+    )
+
+
 def checkpoint_with_cosignatures(session: Session, row: LedgerCheckpoint) -> str:
     """A stored checkpoint note with its accepted cosignature lines appended."""
     note = verifier.parse_note(row.note)

@@ -19,6 +19,7 @@ from insitu.ingest.api import router as ingest_router
 from insitu.jobs.api import flavors_router
 from insitu.jobs.api import router as jobs_router
 from insitu.ledger.api import router as ledger_router
+from insitu.ledger.web import router as ledger_page
 from insitu.releases.api import router as releases_router
 from insitu.releases.web import router as release_pages
 from insitu.tools.api import router as tools_router
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(dicomweb_router)
     app.include_router(explorer_pages)
     app.include_router(work_pages)
+    app.include_router(ledger_page)
     app.include_router(access_pages)
     app.include_router(dataset_pages)
     app.include_router(release_pages)
