@@ -87,6 +87,8 @@ EXPECTED = {
     ("GET", "/dicomweb/studies"): ("any",),
     ("GET", "/explore"): ("public",),
     ("GET", "/ledger"): ("public",),
+    ("GET", "/tools"): ("public",),  # pages: sign-in needed (tests/tools/test_pages.py)
+    ("GET", "/tools/{name}"): ("public",),
     ("GET", "/work/jobs"): ("public",),  # pages: anyone not signed in is sent to sign in
     ("GET", "/work/jobs/{job_id}"): ("public",),
     ("GET", "/work/jobs-new"): ("public",),
@@ -323,6 +325,7 @@ def test_every_route_with_a_path_parameter_is_classified(platform: Platform) -> 
         ("GET", "/viewer/{study}/{series}"),
         ("GET", "/explore/{name}"),
         ("GET", "/work/jobs/{job_id}"),  # tests/web/test_work.py
+        ("GET", "/tools/{name}"),  # tests/tools/test_pages.py
         ("GET", "/header/{study}/{series}/{instance}"),
         ("GET", "/pid/{identifier:path}"),  # tested in tests/datasets/test_public.py
     }

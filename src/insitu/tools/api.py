@@ -50,7 +50,10 @@ class Deprecation(BaseModel):
     successor: str = Field(min_length=3, max_length=140)
 
 
-def _info(session: Session, tool: Tool, version: ToolVersion, full: bool = False) -> dict[str, Any]:
+def version_info(
+    session: Session, tool: Tool, version: ToolVersion, full: bool = False
+) -> dict[str, Any]:
+    """A tool version as the API and the catalogue pages show it."""
     info: dict[str, Any] = {
         "name": tool.name,
         "version": version.version,
@@ -108,7 +111,7 @@ def _publish(platform: Platform, archive: bytes, principal: Principal, sha: str 
             declared_sha256=sha,
         )
         version = published.version
-        info = _info(session, service.tool_of(session, version), version)
+        info = version_info(session, service.tool_of(session, version), version)
         environment = published.environment
         info["environment_built"] = bool(environment and environment.built)
         return info
@@ -143,7 +146,7 @@ async def publish(
 @router.get("")
 def list_tools(principal: AnyUser, session: DbSessionDep) -> list[dict[str, Any]]:
     """Tool versions you may see: verified and deprecated ones, and your own."""
-    return [_info(session, t, v) for t, v in service.list_versions(session, principal)]
+    return [version_info(session, t, v) for t, v in service.list_versions(session, principal)]
 
 
 @router.get("/{name}")
@@ -155,7 +158,7 @@ def show_tool(
 ) -> dict[str, Any]:
     """A tool version (the newest verified by default), with its README rendered safely."""
     found = _visible(session, principal, name, version)
-    return _info(session, service.tool_of(session, found), found, full=True)
+    return version_info(session, service.tool_of(session, found), found, full=True)
 
 
 def _act(
@@ -170,7 +173,7 @@ def _act(
         action(found)
     except service.ToolError as exc:
         raise _refused(exc) from None
-    return _info(session, service.tool_of(session, found), found)
+    return version_info(session, service.tool_of(session, found), found)
 
 
 @router.post("/{name}/{version}/submit")
