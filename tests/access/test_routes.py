@@ -87,6 +87,9 @@ EXPECTED = {
     ("GET", "/dicomweb/studies"): ("any",),
     ("GET", "/explore"): ("public",),
     ("GET", "/ledger"): ("public",),
+    ("GET", "/admin"): ("public",),  # a page: others are sent to sign in or told it is not theirs
+    ("POST", "/admin/users/{name}/role"): ("admin",),
+    ("POST", "/admin/flavors/{name}"): ("admin",),
     ("GET", "/tools"): ("public",),  # pages: sign-in needed (tests/tools/test_pages.py)
     ("GET", "/tools/{name}"): ("public",),
     ("GET", "/work/jobs"): ("public",),  # pages: anyone not signed in is sent to sign in
@@ -246,6 +249,8 @@ def test_public_routes_and_docs(client: TestClient) -> None:
 NOT_OWNED = {
     ("GET", "/api/v1/ingest/batches/{batch_id}"),
     ("PUT", "/api/v1/flavors/{name}"),  # the admins' shared settings
+    ("POST", "/admin/flavors/{name}"),
+    ("POST", "/admin/users/{name}/role"),
     # Reviews are the reviewers' shared work (and never the maintainer's own: tests/tools).
     ("POST", "/api/v1/tools/{name}/{version}/verify"),
     ("POST", "/api/v1/tools/{name}/{version}/reject"),

@@ -107,6 +107,11 @@ def set_role(session: Session, user: User, role: Role | str, actor: str) -> None
     )
 
 
+def list_users(session: Session) -> list[User]:
+    """Every account, by name (admins)."""
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
 def deactivate_user(session: Session, user: User, actor: str) -> None:
     """Switch an account off: its tokens stop working."""
     if not user.active:

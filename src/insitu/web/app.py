@@ -24,6 +24,7 @@ from insitu.releases.api import router as releases_router
 from insitu.releases.web import router as release_pages
 from insitu.tools.api import router as tools_router
 from insitu.tools.web import router as tool_pages
+from insitu.web.admin import router as admin_pages
 from insitu.web.dicomweb import router as dicomweb_router
 from insitu.web.explorer import api as explorer_api
 from insitu.web.explorer import router as explorer_pages
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(work_pages)
     app.include_router(ledger_page)
     app.include_router(tool_pages)
+    app.include_router(admin_pages)
     app.include_router(access_pages)
     app.include_router(dataset_pages)
     app.include_router(release_pages)
