@@ -90,6 +90,7 @@ EXPECTED = {
     ("GET", "/admin"): ("public",),  # a page: others are sent to sign in or told it is not theirs
     ("POST", "/admin/users/{name}/role"): ("admin",),
     ("POST", "/admin/flavors/{name}"): ("admin",),
+    ("POST", "/explore/{name}/{action}"): ("any",),  # a steward's buttons
     ("GET", "/tools"): ("public",),  # pages: sign-in needed (tests/tools/test_pages.py)
     ("GET", "/tools/{name}"): ("public",),
     ("GET", "/work/jobs"): ("public",),  # pages: anyone not signed in is sent to sign in
@@ -170,6 +171,7 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{series}", "1.2.4")
         .replace("{instance}", "1.2.5")
         .replace("{frames}", "1")
+        .replace("{action}", "release")
         .replace("{path:path}", "x/y")
         .replace("{name}", "p")
         .replace("{version}", "1")
@@ -251,6 +253,7 @@ NOT_OWNED = {
     ("PUT", "/api/v1/flavors/{name}"),  # the admins' shared settings
     ("POST", "/admin/flavors/{name}"),
     ("POST", "/admin/users/{name}/role"),
+    ("POST", "/explore/{name}/{action}"),  # stewards' forms: tests/web/test_dataset_page.py
     # Reviews are the reviewers' shared work (and never the maintainer's own: tests/tools).
     ("POST", "/api/v1/tools/{name}/{version}/verify"),
     ("POST", "/api/v1/tools/{name}/{version}/reject"),

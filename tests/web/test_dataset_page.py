@@ -148,3 +148,32 @@ def test_the_dataset_page_in_chromium(viewer: Viewer, page: object, tmp_path: Pa
         page.go_back()
         page.get_by_role("link", name="Open in the viewer").first.click()
         expect(page.locator("#frame")).to_have_attribute("data-slice", "1")
+
+
+@SQLITE
+def test_stewards_buttons(viewer: Viewer) -> None:
+    rita, stan = _token(viewer, "rita"), _token(viewer, "stan")
+    with TestClient(create_app(viewer.platform)) as client:
+        page = client.get("/explore/brain", headers=stan).text
+        assert "Publish its metadata" in page
+        assert "Revoke the grant of rita" in page
+        assert "Steward actions" not in client.get("/explore/brain", headers=rita).text
+        form = {"version": "1"}
+        assert client.post("/explore/brain/publish", data=form, headers=rita).status_code == 403
+        done = client.post("/explore/brain/publish", data=form, headers=stan,
+                           follow_redirects=False)  # fmt: skip
+        assert done.headers["location"] == "/explore/brain?version=1"
+        assert client.get("/explore/brain").status_code == 200  # published: public now
+        granted = client.post("/explore/brain/grant", data=form | {"user": "bob"}, headers=stan)
+        assert granted.status_code == 200
+        assert "Revoke the grant of bob" in granted.text
+        nobody = client.post("/explore/brain/grant", data=form | {"user": "nobody"},
+                             headers=stan)  # fmt: skip
+        assert nobody.status_code == 422
+        silent = client.post("/explore/brain/invalidate", data=form, headers=stan)
+        assert silent.status_code == 422
+        gone = client.post("/explore/brain/invalidate", data=form | {"reason": "wrong labels"},
+                           headers=stan)  # fmt: skip
+        assert "invalidated" in gone.text
+        assert client.post("/explore/brain/release", data=form, headers=stan).status_code == 409
+        assert client.post("/explore/brain/explode", data=form, headers=stan).status_code == 404

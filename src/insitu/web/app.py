@@ -14,6 +14,7 @@ from insitu.catalog.api import router as catalog_router
 from insitu.core.platform import Platform
 from insitu.datasets.api import router as datasets_router
 from insitu.datasets.api import withdrawals_router
+from insitu.datasets.pages import router as dataset_actions
 from insitu.datasets.web import router as dataset_pages
 from insitu.ingest.api import router as ingest_router
 from insitu.jobs.api import flavors_router
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(ledger_page)
     app.include_router(tool_pages)
     app.include_router(admin_pages)
+    app.include_router(dataset_actions)
     app.include_router(access_pages)
     app.include_router(dataset_pages)
     app.include_router(release_pages)

@@ -190,6 +190,12 @@ def dataset_page(
         "record": datasets.citable(session, dataset, platform.publication, user_id),
         "page": page,
         "modality": modality,
+        "grants": datasets.grants_of(session, dataset) if steward else [],
+        "names": access.user_names(
+            session, {g.user_id for g in datasets.grants_of(session, dataset) if g.user_id}
+        )
+        if steward
+        else {},
     }
     if tab == "studies" and use.allowed and user_id is not None:
         scope = viewing.Scope(user_id, (dataset.id,))
