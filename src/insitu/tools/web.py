@@ -14,7 +14,7 @@ from insitu.access.web import page_context, page_principal, to_sign_in
 from insitu.core.platform import Platform
 from insitu.tools import service
 from insitu.tools.api import version_info as info
-from insitu.web.render import templates
+from insitu.web.render import cannot_show, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -47,13 +47,13 @@ def tool_page(
     context = page_context(platform, principal, token)
     found = service.get_version(session, name, version)
     if found is None or not service.can_see(session, found, principal):
-        missing: HTMLResponse = templates(request).TemplateResponse(
-            request, "viewer_missing.html",
-            context | {"message": f"no tool {name} you may see",
-                       "heading": "This tool cannot be shown"},
-            status_code=status.HTTP_404_NOT_FOUND,
-        )  # fmt: skip
-        return missing
+        return cannot_show(
+            request,
+            context,
+            "This tool cannot be shown",
+            f"no tool {name} you may see",
+            status.HTTP_404_NOT_FOUND,
+        )
     versions = [v.version for t, v in service.list_versions(session, principal) if t.name == name]
     context |= {"tool": info(session, service.tool_of(session, found), found, full=True),
                 "versions": versions}  # fmt: skip

@@ -18,7 +18,7 @@ from insitu.core.platform import Platform
 from insitu.jobs import service as jobs
 from insitu.jobs.models import Flavor
 from insitu.ledger import service as ledger
-from insitu.web.render import templates
+from insitu.web.render import cannot_show, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -32,13 +32,13 @@ def admin_page(request: Request, session: DbSessionDep, platform: PlatformDep) -
         return to_sign_in("/admin")
     context = page_context(platform, principal, token)
     if principal.role != Role.admin:
-        refused: HTMLResponse = templates(request).TemplateResponse(
-            request, "viewer_missing.html",
-            context | {"heading": "This page is for admins",
-                       "message": f"you are signed in as a {principal.role.value}"},
-            status_code=status.HTTP_403_FORBIDDEN,
-        )  # fmt: skip
-        return refused
+        return cannot_show(
+            request,
+            context,
+            "This page is for admins",
+            f"you are signed in as a {principal.role.value}",
+            status.HTTP_403_FORBIDDEN,
+        )
     jobs.ensure_default_flavors(session)
     settings = platform.settings
     context |= {

@@ -19,7 +19,7 @@ from insitu.jobs import service as jobs
 from insitu.ledger import service as ledger
 from insitu.tools import service as tools
 from insitu.web import imaging, viewing
-from insitu.web.render import templates
+from insitu.web.render import cannot_show, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -74,11 +74,9 @@ def viewer_page(
         instances = viewing.search_instances(session, scope, study, series)
         shown = viewing.search_series(session, scope, study, {"SeriesInstanceUID": series})
     except viewing.NotUsableError as exc:
-        page: HTMLResponse = templates(request).TemplateResponse(
-            request, "viewer_missing.html", context | {"message": str(exc)},
-            status_code=status.HTTP_404_NOT_FOUND,
-        )  # fmt: skip
-        return page
+        return cannot_show(
+            request, context, "This series cannot be shown", str(exc), status.HTTP_404_NOT_FOUND
+        )
     context |= {
         "study": study,
         "series": shown[0] if shown else {"SeriesInstanceUID": series},
@@ -168,13 +166,13 @@ def dataset_page(
         return to_sign_in(f"/explore/{name}")
     context = page_context(platform, principal, token) if principal else {}
     if dataset is None or not visible:
-        missing: HTMLResponse = templates(request).TemplateResponse(
-            request, "viewer_missing.html",
-            context | {"message": f"no dataset {name!r} that you may see",
-                       "heading": "This dataset cannot be shown"},
-            status_code=status.HTTP_404_NOT_FOUND,
-        )  # fmt: skip
-        return missing
+        return cannot_show(
+            request,
+            context,
+            "This dataset cannot be shown",
+            f"no dataset {name!r} that you may see",
+            status.HTTP_404_NOT_FOUND,
+        )
     steward = user_id is not None and datasets.is_steward(session, dataset, user_id)
     use = datasets.UseDecision(False, "sign in, then ask its stewards for access")
     if user_id is not None:
@@ -239,12 +237,9 @@ def header_page(
         tree = viewing.header_tree(session, platform.store, scope, (study, series, instance),
                                    search)  # fmt: skip
     except viewing.NotUsableError as exc:
-        missing: HTMLResponse = templates(request).TemplateResponse(
-            request, "viewer_missing.html",
-            context | {"message": str(exc), "heading": "This header cannot be shown"},
-            status_code=status.HTTP_404_NOT_FOUND,
-        )  # fmt: skip
-        return missing
+        return cannot_show(
+            request, context, "This header cannot be shown", str(exc), status.HTTP_404_NOT_FOUND
+        )
     context |= {"tree": tree, "search": search, "uids": (study, series, instance)}
     shown: HTMLResponse = templates(request).TemplateResponse(request, "header.html", context)
     return shown

@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from fastapi import Request
+from fastapi import Request, status
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 WEB = Path(str(resources.files("insitu") / "web"))
@@ -21,3 +23,18 @@ def _templates() -> Jinja2Templates:
 def templates(_request: Request | None = None) -> Jinja2Templates:
     """The template engine (autoescaping HTML)."""
     return _templates()
+
+
+def cannot_show(
+    request: Request,
+    context: dict[str, Any],
+    heading: str,
+    message: str,
+    status_code: int = status.HTTP_404_NOT_FOUND,
+) -> HTMLResponse:
+    """The page that says what cannot be shown, why, and where to go next."""
+    page: HTMLResponse = templates(request).TemplateResponse(
+        request, "cannot_show.html", context | {"heading": heading, "message": message},
+        status_code=status_code,
+    )  # fmt: skip
+    return page

@@ -22,7 +22,7 @@ from insitu.jobs.models import END_STATES
 from insitu.jobs.scheduler import executors
 from insitu.releases import service as releases
 from insitu.tools import service as tools
-from insitu.web.render import templates
+from insitu.web.render import cannot_show, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -84,12 +84,9 @@ def job_page(
     try:
         job = jobs.get_job(session, principal, job_id)
     except jobs.NotYoursError as exc:
-        missing: HTMLResponse = templates(request).TemplateResponse(
-            request, "viewer_missing.html",
-            context | {"message": str(exc), "heading": "This job cannot be shown"},
-            status_code=status.HTTP_404_NOT_FOUND,
-        )  # fmt: skip
-        return missing
+        return cannot_show(
+            request, context, "This job cannot be shown", str(exc), status.HTTP_404_NOT_FOUND
+        )
     context |= {"job": _job_row(session, job), "mine": job.user_id == principal.user_id}
     page: HTMLResponse = templates(request).TemplateResponse(request, "job.html", context)
     return page
