@@ -177,6 +177,7 @@ def dataset_page(
     use = datasets.UseDecision(False, "sign in, then ask its stewards for access")
     if user_id is not None:
         use = datasets.can_use_dataset(session, user_id, dataset)
+    grants = datasets.grants_of(session, dataset) if steward else []
     context |= {
         "dataset": dataset,
         "tab": tab,
@@ -188,12 +189,8 @@ def dataset_page(
         "record": datasets.citable(session, dataset, platform.publication, user_id),
         "page": page,
         "modality": modality,
-        "grants": datasets.grants_of(session, dataset) if steward else [],
-        "names": access.user_names(
-            session, {g.user_id for g in datasets.grants_of(session, dataset) if g.user_id}
-        )
-        if steward
-        else {},
+        "grants": grants,
+        "names": access.user_names(session, {g.user_id for g in grants if g.user_id}),
     }
     if tab == "studies" and use.allowed and user_id is not None:
         scope = viewing.Scope(user_id, (dataset.id,))
