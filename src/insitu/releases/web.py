@@ -18,7 +18,7 @@ from insitu.core.platform import Platform
 from insitu.releases import service
 from insitu.releases.api import http_error, info
 from insitu.releases.models import ReleaseRequest, ReleaseState, VoteDecision
-from insitu.web.render import templates
+from insitu.web.render import cannot_show, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -65,11 +65,14 @@ def release_page(
     try:
         release = service.get_request(session, principal, release_id)
     except service.ReleaseError as exc:
-        context = page_context(platform, principal, token) | {"message": str(exc)}
-        page: HTMLResponse = templates(request).TemplateResponse(
-            request, "release_refused.html", context, status_code=status.HTTP_403_FORBIDDEN
+        return cannot_show(
+            request,
+            page_context(platform, principal, token),
+            "You cannot see this release request",
+            f"{exc}. Requests are shown to their requester, to the stewards of every dataset "
+            "the job used, and to admins and auditors",
+            status.HTTP_403_FORBIDDEN,
         )
-        return page
     context = page_context(platform, principal, token) | _page_of(session, principal, release)
     shown: HTMLResponse = templates(request).TemplateResponse(request, "release.html", context)
     return shown
