@@ -43,12 +43,17 @@ def get_platform(request: Request) -> Platform:
 
 
 def get_session(platform: Annotated[Platform, Depends(get_platform)]) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns without error."""
+    """One transaction per request: committed when the handler returns without error.
+
+    The dependency is function-scoped so the commit happens before the response is sent:
+    a client that follows a redirect, or sends its next request at once, must see the change,
+    and a failed commit must answer 500 rather than a success already on the wire.
+    """
     with session_scope(platform.sessions) as session:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
