@@ -25,6 +25,7 @@ from insitu.releases.api import router as releases_router
 from insitu.releases.web import router as release_pages
 from insitu.tools.api import router as tools_router
 from insitu.tools.web import router as tool_pages
+from insitu.web import errors
 from insitu.web.admin import router as admin_pages
 from insitu.web.dicomweb import router as dicomweb_router
 from insitu.web.explorer import api as explorer_api
@@ -92,4 +93,5 @@ def create_app(
     app.include_router(dataset_pages)
     app.include_router(release_pages)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    errors.install(app)
     return app
