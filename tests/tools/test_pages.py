@@ -35,7 +35,7 @@ def test_catalogue_pages(platform: Platform) -> None:
         assert "summary@1.0.0" in listed
         page = client.get("/tools/summary", headers=own)
         assert page.status_code == 200
-        assert "<h1>An image</h1>" in page.text  # the README, rendered
+        assert "<h2>An image</h2>" in page.text  # the README, rendered one level down
         assert "<code>summary.csv</code>" in page.text
         assert "summary@1.0.0" not in client.get("/tools", headers=maintainer).text  # a draft
         assert client.get("/tools/summary", headers=maintainer).status_code == 404

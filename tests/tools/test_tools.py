@@ -114,7 +114,7 @@ def test_publish_review_verify_deprecate(
     shown = client.get("/api/v1/tools/summary", headers=researcher).json()
     assert (shown["version"], shown["jobs"], shown["license"]) == ("1.0.0", 1, "Apache-2.0")
     assert shown["outputs"] == [{"pattern": "summary.csv", "type": "text/csv"}]
-    assert "<h1>Summary</h1>" in shown["readme_html"]
+    assert "<h2>Summary</h2>" in shown["readme_html"]  # under the page's own h1
     # Version 2, then version 1 retired in its favour.
     code, info = _publish(client, mia, write_bundle(tmp_path / "v2", requirement, version="2.0.0"))
     assert (code, info["environment_built"]) == (201, True)

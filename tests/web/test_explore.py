@@ -58,7 +58,7 @@ def shelf(tmp_path: Path, database_url: str) -> Iterator[tuple[Platform, str]]:
 
 
 def _names(html: str) -> list[str]:
-    return re.findall(r'<a href="/datasets/([a-z0-9-]+)/v\d+">', html)
+    return re.findall(r'<a href="/explore/([a-z0-9-]+)\?version=\d+">', html)
 
 
 def test_who_sees_what_filters_and_pages(shelf: tuple[Platform, str]) -> None:

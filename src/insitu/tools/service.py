@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from markdown_it import MarkdownIt
 from sqlalchemy import func, select
@@ -396,8 +397,14 @@ _markdown = MarkdownIt("commonmark", {"html": False})
 
 def readme_html(text: str) -> str:
     """A README rendered safely: raw HTML is shown as text, and javascript:, vbscript:,
-    file: and data: links are not made."""
-    return str(_markdown.render(text))
+    file: and data: links are not made. Headings move one level down, so the page keeps its
+    own single ``h1``."""
+    env: dict[str, Any] = {}
+    tokens = _markdown.parse(text, env)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
+    return str(_markdown.renderer.render(tokens, _markdown.options, env))
 
 
 # -- may it run? ---------------------------------------------------------------------------------

@@ -133,7 +133,8 @@ def _access_rows(session: Any, dataset_id: int) -> list[dict[str, Any]]:
                 "start": times.get("running", ""),
                 "end": ended,
                 "run_seconds": job.details.get("run_seconds"),
-                "status": job.state.value,
+                "status": job.state.value + (f" ({job.end_reason})" if job.end_reason else ""),
+                "job_type": f"sample of {job.sample} subjects" if job.sample else "whole dataset",
                 "command": " ".join(job.command),
             }
         )
