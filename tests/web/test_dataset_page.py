@@ -170,6 +170,18 @@ def test_stewards_buttons(viewer: Viewer) -> None:
         nobody = client.post("/explore/brain/grant", data=form | {"user": "nobody"},
                              headers=stan)  # fmt: skip
         assert nobody.status_code == 422
+        with session_scope(viewer.platform.sessions) as session:
+            access.create_project(session, "lung-ai", "Lung AI", ledger.HOST_ACTOR)
+        team = client.post("/explore/brain/grant", data=form | {"project": "lung-ai"},
+                           headers=stan)  # fmt: skip
+        assert "Revoke the grant of project lung-ai" in team.text
+        both = form | {"user": "bob", "project": "lung-ai"}
+        assert client.post("/explore/brain/grant", data=both, headers=stan).status_code == 422
+        neither = client.post("/explore/brain/grant", data=form, headers=stan)
+        assert "name either an account or a project" in neither.json()["detail"]
+        no_team = client.post("/explore/brain/grant", data=form | {"project": "nope"},
+                              headers=stan)  # fmt: skip
+        assert no_team.status_code == 422
         silent = client.post("/explore/brain/invalidate", data=form, headers=stan)
         assert silent.status_code == 422
         gone = client.post("/explore/brain/invalidate", data=form | {"reason": "wrong labels"},

@@ -574,6 +574,16 @@ def user_names(session: Session, user_ids: set[int]) -> dict[int, str]:
     return {int(user_id): str(name) for user_id, name in rows}
 
 
+def project_names(session: Session, project_ids: set[int]) -> dict[int, str]:
+    """Project names for ids (for a dataset's grant list)."""
+    if not project_ids:
+        return {}
+    rows = session.execute(
+        select(Project.id, Project.name).where(Project.id.in_(project_ids))
+    ).all()
+    return {int(project_id): str(name) for project_id, name in rows}
+
+
 def project_ids_of(session: Session, user_id: int) -> set[int]:
     """Ids of the projects a user belongs to."""
     rows = session.scalars(

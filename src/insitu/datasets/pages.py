@@ -14,6 +14,7 @@ from insitu.access.permissions import AnyUser, get_platform
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.core.platform import Platform
 from insitu.datasets import service
+from insitu.datasets.models import Dataset
 from insitu.datasets.view import remove_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -33,6 +34,24 @@ def _error(exc: service.DatasetError) -> HTTPException:
     return HTTPException(code, detail=str(exc))
 
 
+def _grant(session: DbSessionDep, dataset: Dataset, actor_id: int, user: str, project: str) -> None:
+    if bool(user) == bool(project):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="name either an account or a project to grant to")  # fmt: skip
+    if user:
+        grantee = access.get_user(session, user)
+        if grantee is None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                detail=f"no account named {user!r}")  # fmt: skip
+        service.grant(session, dataset, actor_id, user_id=grantee.id)
+        return
+    team = access.get_project(session, project)
+    if team is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=f"no project named {project!r}")  # fmt: skip
+    service.grant(session, dataset, actor_id, project_id=team.id)
+
+
 @router.post("/explore/{name}/{action}", response_model=None)
 def lifecycle(
     name: str,
@@ -43,6 +62,7 @@ def lifecycle(
     version: Annotated[int, Form(ge=1)],
     reason: Annotated[str, Form(max_length=2000)] = "",
     user: Annotated[str, Form(max_length=64)] = "",
+    project: Annotated[str, Form(max_length=64)] = "",
     grant_id: Annotated[int, Form()] = 0,
 ) -> Response:
     """release | publish | invalidate | grant | revoke, by one of the dataset's stewards."""
@@ -61,11 +81,7 @@ def lifecycle(
             service.invalidate(session, dataset, reason, principal.user_id)
             remove_view(platform.settings.resolved_views_root, dataset)
         elif action == "grant":
-            grantee = access.get_user(session, user)
-            if grantee is None:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                    detail=f"no account named {user!r}")  # fmt: skip
-            service.grant(session, dataset, principal.user_id, user_id=grantee.id)
+            _grant(session, dataset, principal.user_id, user.strip(), project.strip())
         elif action == "revoke":
             service.revoke(session, dataset, grant_id, principal.user_id)
         else:

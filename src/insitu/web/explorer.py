@@ -192,6 +192,7 @@ def dataset_page(
         "modality": modality,
         "grants": grants,
         "names": access.user_names(session, {g.user_id for g in grants if g.user_id}),
+        "projects": access.project_names(session, {g.project_id for g in grants if g.project_id}),
     }
     if tab == "studies" and use.allowed and user_id is not None:
         scope = viewing.Scope(user_id, (dataset.id,))
