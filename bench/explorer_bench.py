@@ -7,8 +7,8 @@ blobs: neither page reads an image):
   clinical record each; one published dataset over all of them ("big") and
   ``--datasets`` - 1 published datasets of two series each;
 - floor: ``GET /api/v1/health`` through the same live server;
-- list: ``GET /explore`` as a signed-in steward (bearer token), random pages, half of them
-  filtered (name text, modality), p50/p95;
+- list: ``GET /explore`` as a signed-in steward (bearer token), random pages, three quarters
+  of them filtered (name text; size, sorted largest first; modality), p50/p95;
 - dataset page: the big dataset's first view (its statistics computed and kept), then
   ``GET /explore/big`` and ``/explore/<small>`` pages, p50/p95.
 
@@ -118,6 +118,8 @@ def main() -> None:
         params: dict[str, object] = {"page": rng.randint(1, pages)}
         if number % 4 == 1:
             params = {"q": f"atlas {rng.randint(0, 99)}"}
+        elif number % 4 == 2:
+            params = {"min_instances": 100, "sort": "largest", "page": rng.randint(1, pages)}
         elif number % 4 == 3:
             params = {"modality": "MR", "page": rng.randint(1, 50)}
         return "/explore", params
@@ -138,7 +140,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for label, values, target in (
         ("`GET /api/v1/health` (HTTP floor)", floor, ""),
-        ("`/explore` (pages, text and modality filters)", listed, "< 200"),
+        ("`/explore` (pages, text, size and modality filters)", listed, "< 200"),
         ("`/explore/big` (1,000,000 instances; statistics kept)", big, "< 200"),
         ("`/explore/<small>` (100 instances)", small, "< 200"),
     ):

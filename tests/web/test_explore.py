@@ -83,6 +83,15 @@ def test_who_sees_what_filters_and_pages(shelf: tuple[Platform, str]) -> None:
         assert _names(newest)[0] == "atlas-24"
         assert "No dataset matches" in client.get("/explore", params={"modality": "US"}).text
         assert client.get("/explore", params={"state": "bogus"}).status_code == 422
+        small = client.get("/explore", params={"max_instances": "1", "min_instances": ""},
+                           headers=rita)  # fmt: skip
+        assert _names(small.text) == ["brain"]  # one MR slice; the atlases hold two images
+        large = client.get("/explore", params={"min_instances": "2"}, headers=rita).text
+        assert "brain" not in _names(large)
+        assert "25 dataset versions" in large
+        by_size = client.get("/explore", params={"sort": "largest", "page": 2}, headers=rita)
+        assert _names(by_size.text)[-1] == "brain"
+        assert client.get("/explore", params={"min_instances": "many"}).status_code == 422
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

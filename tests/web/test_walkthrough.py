@@ -5,8 +5,8 @@ searches, opens a dataset, reads a DICOM header, scrolls the viewer and changes 
 submits a job from the form, watches it finish and sees its release wait for review; Stan
 (steward) reviews it, reads the dataset's history and access log and sees his buttons; Rita
 downloads the approved file; Aude (auditor) reads the access log; Ada (admin) changes a flavor;
-Mia (maintainer) reads the tool catalogue. Screenshots go to docs/screenshots/ when
-``INSITU_SCREENSHOTS`` names that folder.
+Mia (maintainer) reads the tool catalogue; Olga (organiser) is refused what is not hers.
+Screenshots go to docs/screenshots/ when ``INSITU_SCREENSHOTS`` names that folder.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def _prepare(site: Site, folder: Path) -> None:
     ingest.ingest(site.platform, iter_sources([corpus.root]), site="SITE-B",
                   options=Options.parse(""))  # fmt: skip
     with session_scope(site.platform.sessions) as session:
-        for name, role in (("aude", Role.auditor), ("ada", Role.admin)):
+        for name, role in (("aude", Role.auditor), ("ada", Role.admin), ("olga", Role.organiser)):
             access.create_user(session, name, role)
-        for name in ("rita", "stan", "mia", "aude", "ada"):
+        for name in ("rita", "stan", "mia", "aude", "ada", "olga"):
             user = access.get_user(session, name)
             assert user is not None
             access.set_password(session, user, PASSWORD, ledger.HOST_ACTOR)
@@ -278,6 +278,24 @@ def _maintainer_reads_tools(page: Any) -> None:
         expect(page.get_by_role("link", name=version)).to_be_visible()
 
 
+def _others_are_refused(page: Any, release_id: int) -> None:
+    """Olga (organiser) has no grant, job or release here: she is told so on every page."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Datasets").click()
+    expect(page.get_by_role("link", name="chest v1", exact=True)).to_have_count(0)
+    for url, heading in (
+        ("/explore/chest", "This dataset cannot be shown"),
+        ("/work/jobs/1", "This job cannot be shown"),
+        (f"/releases/{release_id}", "You cannot see this release request"),
+        ("/admin", "This page is for admins"),
+    ):
+        page.goto(url)
+        expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+    page.goto("/work/jobs")
+    expect(page.locator("main")).not_to_contain_text("succeeded")
+
+
 def test_every_page_as_each_role(site: Site, shared_tmp: Path, tmp_path: Path) -> None:
     _prepare(site, shared_tmp)
     scheduler = Scheduler(site.platform, interval_s=0.1)
@@ -293,5 +311,6 @@ def test_every_page_as_each_role(site: Site, shared_tmp: Path, tmp_path: Path) -
             _auditor_reads(open_as("aude"), tmp_path)
             _admin_changes_a_flavor(open_as("ada"), tmp_path)
             _maintainer_reads_tools(open_as("mia"))
+            _others_are_refused(open_as("olga"), release_id)
     finally:
         scheduler.stop()

@@ -1,6 +1,6 @@
-"""Finding datasets: the explorer's list, filtered by name, modality, body part, state and
-tier, sorted and paginated; anonymous callers see published versions only. Reached through
-``datasets.service`` (re-exported there)."""
+"""Finding datasets: the explorer's list, filtered by name, modality, body part, size (number
+of instances), state and tier, sorted and paginated; anonymous callers see published versions
+only. Reached through ``datasets.service`` (re-exported there)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from insitu.datasets.models import (
     DatasetSteward,
 )
 
+INSTANCES = Dataset.provenance["instances"].as_integer()
 SORTS = {
     "name": (Dataset.name, Dataset.version.desc()),
+    "largest": (INSTANCES.desc(), Dataset.id.desc()),
     "newest": (Dataset.created_at.desc(), Dataset.id.desc()),
     "released": (Dataset.released_at.desc(), Dataset.id.desc()),
 }
@@ -38,6 +40,8 @@ class DatasetFilter:
     state: str = ""
     tier: str = ""
     sort: str = "name"
+    min_instances: int | None = None
+    max_instances: int | None = None
 
 
 @dataclass
@@ -94,6 +98,10 @@ def search_datasets(
         query = query.where(Dataset.state == DatasetState(wanted.state))
     if wanted.tier:
         query = query.where(Dataset.tier == wanted.tier)
+    if wanted.min_instances is not None:
+        query = query.where(wanted.min_instances <= INSTANCES)
+    if wanted.max_instances is not None:
+        query = query.where(wanted.max_instances >= INSTANCES)
     total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     order = SORTS.get(wanted.sort, SORTS["name"])
     page = list(session.scalars(query.order_by(*order).limit(limit).offset(offset)))

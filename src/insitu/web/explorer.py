@@ -38,12 +38,18 @@ def dataset_list(
     body_part: Annotated[str, Query(max_length=16)] = "",
     state: Annotated[str, Query(pattern="^(|draft|released|published|invalidated)$")] = "",
     tier: Annotated[str, Query(pattern="^(|real|synthetic)$")] = "",
-    sort: Annotated[str, Query(pattern="^(name|newest|released)$")] = "name",
+    sort: Annotated[str, Query(pattern="^(name|newest|released|largest)$")] = "name",
+    min_instances: Annotated[str, Query(pattern=r"^\d{0,9}$")] = "",
+    max_instances: Annotated[str, Query(pattern=r"^\d{0,9}$")] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     """Find datasets: published ones for everyone, and those you steward or were granted."""
     principal, token = page_principal(request, session)
-    wanted = datasets.DatasetFilter(q, modality, body_part, state, tier, sort)
+    wanted = datasets.DatasetFilter(
+        q, modality, body_part, state, tier, sort,
+        int(min_instances) if min_instances else None,
+        int(max_instances) if max_instances else None,
+    )  # fmt: skip
     total, rows = datasets.search_datasets(
         session, principal.user_id if principal else None, wanted, PAGE_SIZE,
         (page - 1) * PAGE_SIZE,
