@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from insitu.access.web import page_context, page_principal
 from insitu.core.platform import Platform
 from insitu.db import session_scope
-from insitu.web.render import templates
+from insitu.web.render import error_page
 
 # Machine interfaces answer JSON whatever the client accepts.
 MACHINE_PREFIXES = ("/api/", "/dicomweb", "/metrics", "/static/")
@@ -74,11 +74,7 @@ async def _page(request: Request, code: int, message: str, next_step: str) -> Re
     if code == status.HTTP_401_UNAUTHORIZED:
         back = f"?next={request.url.path}" if request.method == "GET" else ""
         context["sign_in"] = f"/login{back}"
-    return templates(request).TemplateResponse(
-        request, "error.html",
-        context | {"heading": heading, "message": message, "next_step": next_step, "code": code},
-        status_code=code,
-    )  # fmt: skip
+    return error_page(request, context, heading, message, next_step, code)
 
 
 def _problems(exc: RequestValidationError) -> str:

@@ -25,6 +25,27 @@ def templates(_request: Request | None = None) -> Jinja2Templates:
     return _templates()
 
 
+CANNOT_SHOW_NEXT = (
+    "Datasets, their images and their headers are shown to those who may use them (released, "
+    "granted to you or your project, terms accepted): ask a dataset's stewards for access. "
+    "Jobs and releases are their owner's."
+)
+
+
+def error_page(
+    request: Request, context: dict[str, Any], heading: str, message: str, next_step: str,
+    status_code: int,
+) -> HTMLResponse:  # fmt: skip
+    """The one error page: what happened, why, and what to do next."""
+    page: HTMLResponse = templates(request).TemplateResponse(
+        request, "error.html",
+        context | {"heading": heading, "message": message, "next_step": next_step,
+                   "code": status_code},
+        status_code=status_code,
+    )  # fmt: skip
+    return page
+
+
 def cannot_show(
     request: Request,
     context: dict[str, Any],
@@ -33,8 +54,4 @@ def cannot_show(
     status_code: int = status.HTTP_404_NOT_FOUND,
 ) -> HTMLResponse:
     """The page that says what cannot be shown, why, and where to go next."""
-    page: HTMLResponse = templates(request).TemplateResponse(
-        request, "cannot_show.html", context | {"heading": heading, "message": message},
-        status_code=status_code,
-    )  # fmt: skip
-    return page
+    return error_page(request, context, heading, message, CANNOT_SHOW_NEXT, status_code)
