@@ -197,12 +197,32 @@ def _researcher_submits(page: Any, tmp_path: Path) -> int:
     expect(page.get_by_text("out.txt")).to_be_visible()
     expect(page.get_by_role("link", name="Download out.txt")).to_have_count(0)  # not yet
     release_id = int(page.url.rsplit("/", 1)[1])
+    _researcher_cancels(page)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
     expect(page.locator("main")).to_contain_text("succeeded")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Tools").click()
     page.get_by_role("link", name="hello@1.0.0").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("hello")
     return release_id
+
+
+def _researcher_cancels(page: Any) -> None:
+    """A second job that waits: its log shows live, then the cancel button stops it."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="New job").click()
+    page.get_by_label("Tool", exact=True).select_option("hello@1.0.0")
+    page.get_by_label("Dataset", exact=True).select_option("chest")
+    wait = "import time; print('waiting', flush=True); time.sleep(300)"
+    page.get_by_label("Command (empty: the tool's own)").fill(
+        f'/opt/tool/venv/bin/python -c "{wait}"'
+    )
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#log")).to_contain_text("waiting", timeout=60_000)  # live, still running
+    expect(page.locator("#job-state")).to_have_text("running")
+    page.get_by_role("button", name="Cancel the job").click()
+    expect(page.locator("#job-state")).to_have_text("cancelled", timeout=30_000)
+    expect(page.get_by_role("button", name="Cancel the job")).to_have_count(0)
 
 
 def _steward_reviews(page: Any, tmp_path: Path, release_id: int) -> None:
@@ -219,11 +239,14 @@ def _steward_reviews(page: Any, tmp_path: Path, release_id: int) -> None:
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("approved")
     page.goto("/explore/chest?tab=access")
-    row = page.locator("table.access tbody tr").first
-    expect(row).to_contain_text("rita")
-    expect(row).to_contain_text("hello")
-    expect(row).to_contain_text("succeeded")
-    expect(row).to_contain_text("whole dataset")
+    rows = page.locator("table.access tbody tr")
+    expect(rows).to_have_count(2)
+    done = rows.filter(has_text="succeeded")
+    for text in ("rita", "hello@1.0.0", "no-gpu", "whole dataset", "/opt/tool/app/main.py"):
+        expect(done).to_contain_text(text)
+    expect(rows.filter(has_text="cancelled (killed_by_user)")).to_contain_text(
+        "-c 'import time;"  # the command as the shell would take it
+    )
     _shot(page, tmp_path, "dataset-access")
     page.get_by_role("link", name="History").click()
     expect(page.locator("main")).to_contain_text("dataset.viewed")  # Rita's viewer session

@@ -4,6 +4,7 @@ the WADO-RS routes (JPEG, window, budget rules), never pixel values; scrolling, 
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -141,7 +142,7 @@ def _access_rows(session: Any, dataset_id: int) -> list[dict[str, Any]]:
                 "run_seconds": job.details.get("run_seconds"),
                 "status": job.state.value + (f" ({job.end_reason})" if job.end_reason else ""),
                 "job_type": f"sample of {job.sample} subjects" if job.sample else "whole dataset",
-                "command": " ".join(job.command),
+                "command": shlex.join(job.command),
             }
         )
     return rows
