@@ -76,6 +76,17 @@ def _prepare(site: Site, folder: Path) -> None:
         ledger.create_checkpoint(session, ensure_log_key(site.platform.settings))
 
 
+UNLABELLED_CONTROLS = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button')].filter(el =>
+    !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !el.textContent.trim() && !el.title).map(el => el.outerHTML)"""
+
+
+def _labelled(page: Any) -> None:
+    """Every control on the page has a name a screen reader can say."""
+    assert page.evaluate(UNLABELLED_CONTROLS) == [], page.url
+
+
 @contextmanager
 def _browser(url: str) -> Iterator[Callable[[str | None], Any]]:
     """Yields ``open_as(name)``: a fresh browser context signed in as ``name`` (None: nobody)."""
@@ -142,6 +153,7 @@ def _researcher_explores(page: Any, tmp_path: Path) -> None:
     page.fill("#q", "chest")
     page.get_by_role("button", name="Search").click()
     expect(page.locator("main")).to_contain_text("1 dataset version")
+    _labelled(page)
     page.get_by_role("link", name="chest v1", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Chest CT, four slices")
     expect(page.get_by_role("img", name=re.compile("^Modality: CT"))).to_be_visible()
@@ -158,9 +170,11 @@ def _researcher_explores(page: Any, tmp_path: Path) -> None:
     expect(page.locator(".header-tree")).to_contain_text("CT")
     expect(page.locator(".header-tree")).not_to_contain_text("PixelData")
     _shot(page, tmp_path, "dicom-header")
+    _labelled(page)
     page.get_by_role("link", name="Open the series in the viewer").click()
     frame = page.locator("#frame")
     expect(frame).to_have_attribute("data-slice", "1")
+    _labelled(page)
     first = frame.get_attribute("src")
     page.locator("#stage").focus()
     page.keyboard.press("ArrowDown")
@@ -188,6 +202,7 @@ def _researcher_submits(page: Any, tmp_path: Path) -> int:
     page.get_by_label("Dataset", exact=True).select_option("chest")
     page.get_by_role("button", name="Check").click()
     expect(page.get_by_role("heading", level=2)).to_have_text("Preflight: ready to submit")
+    _labelled(page)
     page.get_by_role("button", name="Submit").click()
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=60_000)
     expect(page.locator("#log")).to_contain_text("hello")
@@ -231,6 +246,7 @@ def _steward_reviews(page: Any, tmp_path: Path, release_id: int) -> None:
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Releases").click()
     page.get_by_role("link", name=re.compile(f"^(Release )?{release_id}$")).first.click()
     expect(page.get_by_role("heading", name="Your review")).to_be_visible()
+    _labelled(page)
     with page.context.expect_page() as opened:
         page.get_by_role("link", name="Open out.txt in the browser").click()
     expect(opened.value.locator("body")).to_contain_text("/data/chest-v1")  # what it wrote
@@ -256,6 +272,7 @@ def _steward_reviews(page: Any, tmp_path: Path, release_id: int) -> None:
     expect(page.get_by_role("heading", name="Steward actions")).to_be_visible()
     expect(page.get_by_role("button", name="Publish its metadata")).to_be_visible()
     expect(page.get_by_label("Grant its use to an account")).to_be_visible()
+    _labelled(page)
 
 
 def _researcher_downloads(page: Any, release_id: int) -> None:
@@ -290,6 +307,7 @@ def _admin_changes_a_flavor(page: Any, tmp_path: Path) -> None:
     cpus.fill("3")
     page.get_by_role("button", name="Save the flavor no-gpu").click()
     expect(page.get_by_label("cpus of no-gpu")).to_have_value("3")
+    _labelled(page)
     _shot(page, tmp_path, "admin")
 
 
