@@ -48,7 +48,7 @@ def _job_on_brain(viewer: Viewer) -> None:
                   flavor="no-gpu", command=["segment", "--all"], state=JobState.succeeded,
                   state_times={"running": "2026-11-28T10:00:00",
                                "succeeded": "2026-11-28T10:05:00"},
-                  details={"run_seconds": 300.0})  # fmt: skip
+                  details={"run_seconds": 300.0}, sample=3)  # fmt: skip
         session.add(job)
         session.flush()
         ledger.record(session, jobs.JOB_ENDED, actor=ledger.HOST_ACTOR, subject=f"job:{job.id}")
@@ -109,6 +109,7 @@ def test_each_tab_as_each_person(viewer: Viewer) -> None:
             assert "segment --all" in log
             assert "seg@1.0.0" in log
             assert "300.0 s" in log
+            assert "sample of 3 subjects" in log
         assert client.get(url, params={"tab": "studies"}, headers=stan).status_code == 200
         assert (
             "need the use of this dataset"

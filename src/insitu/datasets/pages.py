@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, status
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from insitu.access import service as access
 from insitu.access.permissions import AnyUser, get_platform
@@ -34,7 +35,7 @@ def _error(exc: service.DatasetError) -> HTTPException:
     return HTTPException(code, detail=str(exc))
 
 
-def _grant(session: DbSessionDep, dataset: Dataset, actor_id: int, user: str, project: str) -> None:
+def _grant(session: Session, dataset: Dataset, actor_id: int, user: str, project: str) -> None:
     if bool(user) == bool(project):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail="name either an account or a project to grant to")  # fmt: skip

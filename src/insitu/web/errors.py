@@ -68,8 +68,11 @@ def _context(request: Request) -> dict[str, Any]:
     return page_context(platform, principal, token) if principal else {}
 
 
-async def _page(request: Request, code: int, message: str, next_step: str) -> Response:
-    context = await run_in_threadpool(_context, request)
+async def _page(
+    request: Request, code: int, message: str, next_step: str, *, who: bool = True
+) -> Response:
+    # After a server error the database may be what failed: then the page names nobody.
+    context = await run_in_threadpool(_context, request) if who else {}
     heading = HEADINGS.get(code, "Something went wrong")
     if code == status.HTTP_401_UNAUTHORIZED:
         back = f"?next={request.url.path}" if request.method == "GET" else ""
@@ -111,7 +114,9 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     code = status.HTTP_500_INTERNAL_SERVER_ERROR
     if not wants_page(request):
         return JSONResponse({"detail": "internal error; it is in the server's log"}, code)
-    return await _page(request, code, "The server failed while answering.", SERVER_ERROR_NEXT)
+    return await _page(
+        request, code, "The server failed while answering.", SERVER_ERROR_NEXT, who=False
+    )
 
 
 def install(app: FastAPI) -> None:
