@@ -13,7 +13,7 @@ from insitu.access.permissions import Public, get_platform
 from insitu.access.web import page_context, page_principal
 from insitu.core.platform import Platform
 from insitu.ledger import service
-from insitu.web.render import templates
+from insitu.web.render import render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -35,5 +35,4 @@ def ledger_page(request: Request, session: DbSessionDep, platform: PlatformDep) 
             service.entry_as_dict(e) for e in service.list_entries(session, max(0, size - 20), 20)
         ][::-1],
     }
-    page: HTMLResponse = templates(request).TemplateResponse(request, "ledger.html", context)
-    return page
+    return render(request, "ledger.html", context)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from insitu.access import service as access
@@ -18,7 +18,7 @@ from insitu.core.platform import Platform
 from insitu.releases import service
 from insitu.releases.api import http_error, info
 from insitu.releases.models import ReleaseRequest, ReleaseState, VoteDecision
-from insitu.web.render import cannot_show, templates
+from insitu.web.render import cannot_show, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -35,8 +35,7 @@ def releases_page(request: Request, session: DbSessionDep, platform: PlatformDep
         "mine": [info(session, r) for r in service.list_requests(session, principal)],
         "queue": [info(session, r) for r in service.list_requests(session, principal, True)],
     }
-    page: HTMLResponse = templates(request).TemplateResponse(request, "releases.html", context)
-    return page
+    return render(request, "releases.html", context)
 
 
 def _page_of(session: Session, principal: access.Principal, request: ReleaseRequest,
@@ -74,8 +73,7 @@ def release_page(
             status.HTTP_403_FORBIDDEN,
         )
     context = page_context(platform, principal, token) | _page_of(session, principal, release)
-    shown: HTMLResponse = templates(request).TemplateResponse(request, "release.html", context)
-    return shown
+    return render(request, "release.html", context)
 
 
 @router.post("/releases/{release_id}/vote", response_model=None)

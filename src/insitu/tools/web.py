@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 
 from insitu.access.permissions import DbSession as DbSessionDep
 from insitu.access.permissions import Public, get_platform
@@ -14,7 +14,7 @@ from insitu.access.web import page_context, page_principal, to_sign_in
 from insitu.core.platform import Platform
 from insitu.tools import service
 from insitu.tools.api import version_info as info
-from insitu.web.render import cannot_show, templates
+from insitu.web.render import cannot_show, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -28,8 +28,7 @@ def catalogue(request: Request, session: DbSessionDep, platform: PlatformDep) ->
         return to_sign_in("/tools")
     rows = [info(session, t, v) for t, v in service.list_versions(session, principal)]
     context = page_context(platform, principal, token) | {"tools": rows}
-    page: HTMLResponse = templates(request).TemplateResponse(request, "tools.html", context)
-    return page
+    return render(request, "tools.html", context)
 
 
 @router.get("/tools/{name}", dependencies=[Public], response_model=None)
@@ -57,5 +56,4 @@ def tool_page(
     versions = [v.version for t, v in service.list_versions(session, principal) if t.name == name]
     context |= {"tool": info(session, service.tool_of(session, found), found, full=True),
                 "versions": versions}  # fmt: skip
-    page: HTMLResponse = templates(request).TemplateResponse(request, "tool.html", context)
-    return page
+    return render(request, "tool.html", context)

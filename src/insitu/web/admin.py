@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from insitu.access import service as access
@@ -18,7 +18,7 @@ from insitu.core.platform import Platform
 from insitu.jobs import service as jobs
 from insitu.jobs.models import Flavor
 from insitu.ledger import service as ledger
-from insitu.web.render import cannot_show, templates
+from insitu.web.render import cannot_show, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -53,8 +53,7 @@ def admin_page(request: Request, session: DbSessionDep, platform: PlatformDep) -
             "viewer frames an hour, per user": settings.viewer_frames_per_hour,
         },
     }
-    page: HTMLResponse = templates(request).TemplateResponse(request, "admin.html", context)
-    return page
+    return render(request, "admin.html", context)
 
 
 @router.post("/admin/users/{name}/role", response_model=None)

@@ -20,7 +20,7 @@ from insitu.jobs import service as jobs
 from insitu.ledger import service as ledger
 from insitu.tools import service as tools
 from insitu.web import imaging, viewing
-from insitu.web.render import cannot_show, templates
+from insitu.web.render import cannot_show, render
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -63,8 +63,7 @@ def dataset_list(
         "wanted": wanted,
         "query": {k: v for k, v in request.query_params.items() if k != "page"},
     }
-    shown: HTMLResponse = templates(request).TemplateResponse(request, "explore.html", context)
-    return shown
+    return render(request, "explore.html", context)
 
 
 @router.get("/viewer/{study}/{series}", dependencies=[Public], response_model=None)
@@ -91,8 +90,7 @@ def viewer_page(
         "presets": imaging.PRESETS,
         "min_width": imaging.MIN_WINDOW_STORED,
     }
-    shown_page: HTMLResponse = templates(request).TemplateResponse(request, "viewer.html", context)
-    return shown_page
+    return render(request, "viewer.html", context)
 
 
 api = APIRouter(prefix="/explore", tags=["explorer"])
@@ -219,8 +217,7 @@ def dataset_page(
         context["tree_size"] = ledger.tree_size(session)
     elif tab == "access" and context["may_see_access"]:
         context["jobs"] = _access_rows(session, dataset.id)
-    shown: HTMLResponse = templates(request).TemplateResponse(request, "dataset.html", context)
-    return shown
+    return render(request, "dataset.html", context)
 
 
 @router.get("/header/{study}/{series}/{instance}", dependencies=[Public], response_model=None)
@@ -247,5 +244,4 @@ def header_page(
             request, context, "This header cannot be shown", str(exc), status.HTTP_404_NOT_FOUND
         )
     context |= {"tree": tree, "search": search, "uids": (study, series, instance)}
-    shown: HTMLResponse = templates(request).TemplateResponse(request, "header.html", context)
-    return shown
+    return render(request, "header.html", context)

@@ -25,6 +25,16 @@ def templates(_request: Request | None = None) -> Jinja2Templates:
     return _templates()
 
 
+def render(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    """A page: the template rendered with its context."""
+    page: HTMLResponse = _templates().TemplateResponse(
+        request, template, context, status_code=status_code
+    )
+    return page
+
+
 CANNOT_SHOW_NEXT = (
     "Datasets, their images and their headers are shown to those who may use them (released, "
     "granted to you or your project, terms accepted): ask a dataset's stewards for access. "
@@ -37,13 +47,8 @@ def error_page(
     status_code: int,
 ) -> HTMLResponse:  # fmt: skip
     """The one error page: what happened, why, and what to do next."""
-    page: HTMLResponse = templates(request).TemplateResponse(
-        request, "error.html",
-        context | {"heading": heading, "message": message, "next_step": next_step,
-                   "code": status_code},
-        status_code=status_code,
-    )  # fmt: skip
-    return page
+    facts = {"heading": heading, "message": message, "next_step": next_step, "code": status_code}
+    return render(request, "error.html", context | facts, status_code)
 
 
 def cannot_show(

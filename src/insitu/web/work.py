@@ -22,7 +22,7 @@ from insitu.jobs.models import END_STATES
 from insitu.jobs.scheduler import executors
 from insitu.releases import service as releases
 from insitu.tools import service as tools
-from insitu.web.render import cannot_show, templates
+from insitu.web.render import cannot_show, render, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PlatformDep = Annotated[Platform, Depends(get_platform)]
@@ -68,8 +68,7 @@ def jobs_page(request: Request, session: DbSessionDep, platform: PlatformDep) ->
         return to_sign_in("/work/jobs")
     rows = [_job_row(session, j) for j in jobs.list_jobs(session, principal, limit=100)]
     context = page_context(platform, principal, token) | {"jobs": rows}
-    page: HTMLResponse = templates(request).TemplateResponse(request, "jobs.html", context)
-    return page
+    return render(request, "jobs.html", context)
 
 
 @router.get("/work/jobs/{job_id}", dependencies=[Public], response_model=None)
@@ -88,8 +87,7 @@ def job_page(
             request, context, "This job cannot be shown", str(exc), status.HTTP_404_NOT_FOUND
         )
     context |= {"job": _job_row(session, job), "mine": job.user_id == principal.user_id}
-    page: HTMLResponse = templates(request).TemplateResponse(request, "job.html", context)
-    return page
+    return render(request, "job.html", context)
 
 
 @router.post("/work/jobs/{job_id}/cancel", response_model=None)
@@ -115,8 +113,7 @@ def new_job_page(request: Request, session: DbSessionDep, platform: PlatformDep)
         return to_sign_in("/work/jobs-new")
     context = page_context(platform, principal, token) | _choices(session, principal)
     context |= {"form": {}, "preflight": None}
-    page: HTMLResponse = templates(request).TemplateResponse(request, "job_new.html", context)
-    return page
+    return render(request, "job_new.html", context)
 
 
 @router.post("/work/jobs-new", response_model=None)
