@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     """Default site name for ingests that do not give ``--site``."""
     deid_options: str = "rtnLongModifDates"
     """Comma-separated de-identification options applied when an ingest gives none."""
+    deid_allow_list_extra: Path | None = None
+    """A TOML file of extra allow-list entries (same format as the shipped
+    ``ingest/deid/data/allow-list.toml``); its fingerprint is recorded in every instance."""
     allowed_calling_ae_titles: str = ""
     """Comma-separated calling AE titles the DICOM listener accepts (empty: refuse all)."""
     upload_max_bytes: int = 20 * 1024**3

@@ -26,7 +26,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from insitu.ingest.deid import values
+from insitu.ingest.deid.allowlist import AllowList
 from insitu.ingest.deid.engine import DeidEngine, SubjectContext
+from insitu.ingest.deid.pixels import PixelDataError, strip_encapsulated, strips_segments
 from insitu.ingest.deid.table import Options
 from insitu.ingest.encoder import encode_dataset, encode_file_meta
 from insitu.ingest.pseudonyms import Pseudonymizer
@@ -38,13 +41,19 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _ITEM = 0xFFFEE000
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC"})
-# SOP classes whose pixels often show burned-in text: secondary capture and ultrasound.
+# SOP classes whose pixels often show burned-in text: secondary capture, ultrasound,
+# projection radiography and angiography (technologists' annotations, scanned requests).
 _RISKY_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture family
     "1.2.840.10008.5.1.4.1.1.6.",  # Ultrasound (single and multi-frame)
     "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame
+    "1.2.840.10008.5.1.4.1.1.1",  # CR, DX (for presentation and processing), MG, IO
+    "1.2.840.10008.5.1.4.1.1.12.",  # XA, RF, enhanced XA/XRF
+    "1.2.840.10008.5.1.4.1.1.77.",  # visible light: endoscopy, photography, microscopy
 )
-_RISKY_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC"})
+_RISKY_MODALITIES = frozenset(
+    {"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC", "XA", "RF", "CR", "DX", "IO", "PX"}
+)
 
 
 class IngestFileError(ValueError):
@@ -59,6 +68,8 @@ class WorkerConfig:
     options: Options
     site: str
     store: BlobStore
+    allow_list: AllowList | None = None
+    """The deployment's allow-list (shipped plus extension); None: the shipped one."""
     niceness: int = 0
     """Added to worker processes' nice value: the listener lowers them so that receiving
     from the network is never starved by de-identification."""
@@ -73,6 +84,9 @@ class Outcome:
     error: str | None = None
     staged: StagedBlob | None = None
     quarantine_reason: str | None = None
+    alternate_uid: str | None = None
+    """The SOP Instance UID this instance would have had under the other UID choice
+    (retained or remapped): a re-ingest with other options is a conflict, not a copy."""
     attributes: dict[str, Any] = field(default_factory=dict)
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -85,7 +99,7 @@ class InstanceProcessor:
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         self.config = config
         self.pseudonymizer = Pseudonymizer(config.secret)
-        self.engine = DeidEngine(config.options, self.pseudonymizer)
+        self.engine = DeidEngine(config.options, self.pseudonymizer, config.allow_list)
 
     def process(self, source: str, data: bytes) -> Outcome:
         """De-identify and stage one file's bytes; never raises for bad input."""
@@ -99,10 +113,14 @@ class InstanceProcessor:
             outcome.error = f"not a readable DICOM file: {exc}"
             return outcome
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
-            outcome.error = f"unreadable DICOM ({type(exc).__name__}): {exc}"
+            # The exception's text may quote values from the file: only its kind is kept.
+            outcome.error = (
+                f"unreadable DICOM ({type(exc).__name__}): a value or structure in the file "
+                "could not be parsed; check the file (e.g. with dciodvfy) or re-export it"
+            )
             return outcome
         outcome.attributes = catalog_attributes(ds, transfer_syntax)
-        outcome.quarantine_reason = quarantine_reason(ds)
+        outcome.quarantine_reason = outcome.quarantine_reason or quarantine_reason(ds)
         outcome.staged = self.config.store.stage(output)
         return outcome
 
@@ -132,8 +150,19 @@ class InstanceProcessor:
         if tail is None:
             ds = pydicom.dcmread(io.BytesIO(data))
             tail = b""
+        source_uid = _first_text(ds, _TAGS["SOPInstanceUID"])
         report = self.engine.apply(ds, subject)
         outcome.actions = report.actions
+        output_uid = _first_text(ds, _TAGS["SOPInstanceUID"])
+        outcome.alternate_uid = (
+            source_uid if output_uid != source_uid else self.pseudonymizer.uid(source_uid)
+        )
+        try:
+            tail = _strip_pixel_segments(ds, tail, transfer_syntax, report.actions)
+        except PixelDataError as exc:
+            outcome.quarantine_reason = (
+                f"the compressed pixel data could not be checked for text segments ({exc})"
+            )
         meta = encode_file_meta(
             _first_text(ds, 0x00080016),
             _first_text(ds, 0x00080018),
@@ -169,6 +198,36 @@ class InstanceProcessor:
         )
 
 
+def _strip_pixel_segments(
+    ds: Dataset, tail: bytes | memoryview, transfer_syntax: UID, actions: Counter[tuple[str, str]]
+) -> bytes | memoryview:
+    """Remove JPEG/JPEG 2000 comment and application segments from encapsulated pixel data.
+
+    ``tail`` is the encoded pixel data element of the fast path (empty on the full path,
+    where the element is in ``ds``). Returns the tail to append.
+    """
+    if not strips_segments(str(transfer_syntax)):
+        return tail
+    frames = _int(_first_text(ds, _TAGS["NumberOfFrames"])) or 1
+    if len(tail) >= 12 and bytes(tail[8:12]) == b"\xff\xff\xff\xff":
+        new_value = strip_encapsulated(tail[12:], str(transfer_syntax), frames)
+        if new_value is None:
+            return tail
+        actions[("JPEG comment and application segments", "X")] += 1
+        return bytes(tail[:12]) + new_value
+    elem = ds.get_item(0x7FE00010)
+    if elem is not None and isinstance(elem.value, bytes) and elem.value[:4] == b"\xfe\xff\x00\xe0":
+        new_value = strip_encapsulated(
+            elem.value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", str(transfer_syntax), frames
+        )
+        if new_value is not None:
+            actions[("JPEG comment and application segments", "X")] += 1
+            ds.PixelData = new_value[:-8]
+            ds["PixelData"].VR = "OB"
+            ds["PixelData"].is_undefined_length = True
+    return tail
+
+
 def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
     uid = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
@@ -184,8 +243,9 @@ def _transfer_syntax(ds: Dataset) -> UID:
         )
     uid = UID(str(uid))
     if not uid.is_transfer_syntax:
+        # The value is not echoed: a sender can put anything there, and errors are stored.
         raise IngestFileError(
-            f"unsupported transfer syntax {uid}: it is not a DICOM standard transfer syntax; "
+            "unsupported transfer syntax: (0002,0010) is not a DICOM standard transfer syntax; "
             "ask the sender to transcode (for example to Explicit VR Little Endian)"
         )
     return uid
@@ -292,7 +352,9 @@ _TAGS = {
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
-    value = _first_text(ds, _TAGS[keyword])
+    """The first value, decoded with the instance's Specific Character Set."""
+    decoded = values.decoded_values(ds, _TAGS[keyword])
+    value = decoded[0].strip() if decoded else ""
     return value[:limit] if value else None
 
 

@@ -25,6 +25,7 @@ from insitu.catalog import service as catalog
 from insitu.core.platform import Platform
 from insitu.db import session_scope, utcnow
 from insitu.ingest.clinical import ClinicalMapping, parse_rows
+from insitu.ingest.deid.allowlist import AllowList, load_allow_list
 from insitu.ingest.deid.table import Options
 from insitu.ingest.models import BatchStatus, IngestBatch, IngestError, QuarantinedInstance
 from insitu.ingest.processor import InstanceProcessor, Outcome, WorkerConfig
@@ -104,12 +105,26 @@ class _Tally:
             self.terminal_failures.append({"kind": kind, "path": source, "reason": reason})
 
 
+def deid_record(options: Options, allow_list: AllowList) -> str:
+    """What is stored with each instance about its de-identification: the options and the
+    allow-list's fingerprint (a re-ingest under either changed is a conflict, not a copy)."""
+    return f"{options.fingerprint} allow-list:{allow_list.fingerprint}"
+
+
 def start_batch(
-    session: Session, source: str, site: str, options: Options, actor: str = ledger.HOST_ACTOR
+    session: Session,
+    source: str,
+    site: str,
+    options: Options,
+    actor: str = ledger.HOST_ACTOR,
+    record: str | None = None,
 ) -> IngestBatch:
     """Record that a batch started (committed at once, so a crash leaves a trace)."""
     batch = IngestBatch(
-        source=source, site=site, deid_options=options.fingerprint, status=BatchStatus.running
+        source=source,
+        site=site,
+        deid_options=record or options.fingerprint,
+        status=BatchStatus.running,
     )
     session.add(batch)
     session.flush()
@@ -118,7 +133,7 @@ def start_batch(
         events.INGEST_BATCH_STARTED,
         actor=actor,
         subject=f"ingest-batch:{batch.id}",
-        payload={"source": source, "site": site, "options": options.fingerprint},
+        payload={"source": source, "site": site, "options": record or options.fingerprint},
     )
     return batch
 
@@ -173,11 +188,11 @@ def _existing_quarantine(session: Session, uids: Sequence[str]) -> dict[str, tup
 class _GroupWriter:
     """Commits one group of outcomes: blobs first, then rows, in one transaction."""
 
-    def __init__(self, platform: Platform, batch_id: int, site: str, options: Options) -> None:
+    def __init__(self, platform: Platform, batch_id: int, site: str, record: str) -> None:
         self.platform = platform
         self.batch_id = batch_id
         self.site = site
-        self.options = options
+        self.record = record
         self.tally = _Tally()
 
     def write(self, outcomes: Sequence[Outcome]) -> None:
@@ -190,26 +205,39 @@ class _GroupWriter:
                 for uid, e in catalog.existing_instances(session, uids).items()
             }
             known.update(_existing_quarantine(session, uids))
+            alternates = [o.alternate_uid for o, _ in good if o.alternate_uid]
+            other_choice = set(catalog.existing_instances(session, alternates))
+            other_choice.update(_existing_quarantine(session, alternates))
             new_items: list[tuple[Outcome, StagedBlob]] = []
             drop: list[StagedBlob] = []
             seen: dict[str, tuple[str, str]] = {}
             for outcome, staged in good:
                 uid = outcome.attributes["sop_instance_uid"]
                 previous = known.get(uid) or seen.get(uid)
+                if previous is None and outcome.alternate_uid in other_choice:
+                    drop.append(staged)
+                    tally.fail(
+                        outcome.source,
+                        outcome.path_hmac,
+                        "conflict: this instance was ingested before with the other UID choice "
+                        "(retain-uids on one run, off on the other); re-run with the earlier "
+                        "options or ask an admin to remove the earlier copy",
+                    )
+                    continue
                 if previous is None:
-                    seen[uid] = (staged.digest, self.options.fingerprint)
+                    seen[uid] = (staged.digest, self.record)
                     new_items.append((outcome, staged))
                     continue
                 drop.append(staged)
                 digest, opts = previous
                 if digest == staged.digest:
                     tally.duplicates += 1
-                elif opts != self.options.fingerprint:
+                elif opts != self.record:
                     tally.fail(
                         outcome.source,
                         outcome.path_hmac,
                         f"conflict: this instance was ingested before with options "
-                        f"[{opts}], now [{self.options.fingerprint}]; re-run with the earlier "
+                        f"[{opts}], now [{self.record}]; re-run with the earlier "
                         "options or ask an admin to remove the earlier copy",
                     )
                 else:
@@ -220,9 +248,10 @@ class _GroupWriter:
                         "content is already catalogued; check the export for reused UIDs",
                     )
             keep = [staged for _, staged in new_items]
-            kept_digests = {k.digest for k in keep}
+            # A duplicate of a kept blob has a temp file of its own: discard by temp file.
+            kept_tokens = {k.token for k in keep if k.token}
             self.platform.store.commit(keep)
-            self.platform.store.discard([d for d in drop if d.digest not in kept_digests])
+            self.platform.store.discard([d for d in drop if d.token not in kept_tokens])
             catalogued = []
             for outcome, staged in new_items:
                 tally.actions.update(outcome.actions)
@@ -242,7 +271,7 @@ class _GroupWriter:
                             blob_digest=staged.digest,
                             size=staged.size,
                             reason=outcome.quarantine_reason,
-                            deid_options=self.options.fingerprint,
+                            deid_options=self.record,
                             batch_id=self.batch_id,
                         )
                     )
@@ -260,7 +289,7 @@ class _GroupWriter:
                         **attrs,
                         "blob_digest": staged.digest,
                         "size": staged.size,
-                        "deid_options": self.options.fingerprint,
+                        "deid_options": self.record,
                     }
                 )
             catalog.register_instances(session, catalogued, self.site, self.batch_id)
@@ -322,16 +351,19 @@ def ingest(
     start-up off the critical path of a one-shot command.
     """
     started = time.perf_counter()
+    allow_list = load_allow_list(platform.settings.deid_allow_list_extra)
+    record = deid_record(options, allow_list)
     with session_scope(platform.sessions) as session:
-        batch_id = start_batch(session, source_kind, site, options, actor).id
+        batch_id = start_batch(session, source_kind, site, options, actor, record).id
     if isinstance(platform.store, LocalBlobStore):
         platform.store.clean_temp()
-    writer = _GroupWriter(platform, batch_id, site, options)
+    writer = _GroupWriter(platform, batch_id, site, record)
     config = WorkerConfig(
         secret=platform.settings.secret_bytes(),
         options=options,
         site=site,
         store=platform.store,
+        allow_list=allow_list,
         niceness=worker_niceness,
     )
     group: list[Outcome] = []
@@ -347,7 +379,7 @@ def ingest(
     if clinical is not None:
         _ingest_clinical(platform, writer, *clinical)
     elapsed = time.perf_counter() - started
-    report = _report(writer.tally, batch_id, site, options, elapsed)
+    report = _report(writer.tally, batch_id, site, options, elapsed, allow_list)
     with session_scope(platform.sessions) as session:
         finish_batch(session, batch_id, report, actor)
     return IngestResult(batch_id, report, writer.tally.terminal_failures)
@@ -377,7 +409,12 @@ def _ingest_clinical(
 
 
 def _report(
-    tally: _Tally, batch_id: int, site: str, options: Options, elapsed: float
+    tally: _Tally,
+    batch_id: int,
+    site: str,
+    options: Options,
+    elapsed: float,
+    allow_list: AllowList,
 ) -> dict[str, Any]:
     actions: dict[str, dict[str, int]] = {}
     for (label, action), count in sorted(tally.actions.items()):
@@ -387,6 +424,11 @@ def _report(
         "site": site,
         "options": sorted(o.value for o in options.enabled),
         "profile": "DICOM PS3.15 Annex E Table E.1-1 Basic Application Confidentiality Profile",
+        "allow_list": {
+            "version": allow_list.version,
+            "fingerprint": allow_list.fingerprint,
+            "sources": list(allow_list.sources),
+        },
         "counts": {
             "files": tally.files,
             "ingested": tally.ingested,
@@ -411,6 +453,7 @@ def _report(
             "U": "UID pseudonymised",
             "K": "kept",
             "C": "cleaned (kept if on the allow-list, else dummy)",
+            "A": "not in the table, kept by the allow-list after its value rule",
             "S": "date shifted",
             "P": "subject pseudonym",
         },

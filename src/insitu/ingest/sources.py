@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 SKIPPED_NAMES = frozenset({"DICOMDIR"})
-MAX_MEMBER_BYTES = 4 * 1024**3
+MAX_MEMBER_BYTES = 1024**3
+"""Zip members are read into memory: a larger one is refused (extract the archive instead)."""
 MAX_ARCHIVE_BYTES = 64 * 1024**3
 MAX_RATIO = 200
 
@@ -80,9 +81,15 @@ def iter_zip(path: Path) -> Iterator[SourceItem]:
             if PurePosixPath(info.filename).name in SKIPPED_NAMES:
                 continue
             ratio = info.file_size / max(info.compress_size, 1)
-            if info.file_size > MAX_MEMBER_BYTES or (
-                info.file_size > 1024**2 and ratio > MAX_RATIO
-            ):
+            if info.file_size > MAX_MEMBER_BYTES:
+                yield SourceItem(
+                    source=source,
+                    error=f"zip member refused: {info.file_size} bytes, over the "
+                    f"{MAX_MEMBER_BYTES} byte limit for a member read from an archive; extract "
+                    "the archive and ingest the folder",
+                )
+                continue
+            if info.file_size > 1024**2 and ratio > MAX_RATIO:
                 yield SourceItem(
                     source=source,
                     error=f"zip member refused: {info.file_size} bytes from "
@@ -108,6 +115,21 @@ def _walk_files(root: Path, skip: Path | None) -> Iterator[Path]:
             yield Path(folder) / name
 
 
+_HINT = "insitu reads regular files only; copy the file itself into the folder"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (insitu never follows links)"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return "not a regular file"
+
+
 def iter_sources(paths: Iterable[Path], exclude: Path | None = None) -> Iterator[SourceItem]:
     """Every file under the given paths, zip archives opened, in a stable order.
 
@@ -130,7 +152,10 @@ def iter_sources(paths: Iterable[Path], exclude: Path | None = None) -> Iterator
                 yield SourceItem(source=str(path), error=f"cannot read: {exc.strerror}")
                 continue
             if not stat.S_ISREG(mode):
-                continue  # symlinks, sockets and devices are never followed
+                # Links, pipes, sockets and devices are never followed or read; each gets a
+                # line of its own so that nothing is skipped without the steward seeing it.
+                yield SourceItem(source=str(path), error=f"skipped: {_kind(mode)}; {_HINT}")
+                continue
             if is_zip(path):
                 yield from iter_zip(path)
             else:

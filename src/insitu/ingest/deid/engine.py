@@ -1,7 +1,10 @@
-"""The de-identification engine: applies the resolved Table E.1-1 to a pydicom Dataset.
+"""The de-identification engine: Table E.1-1 plus the allow-list, deny by default.
 
-It walks the elements present (never the 621 rows), recursing into every kept sequence, so the
-cost is proportional to the header. Elements it does not change stay as raw bytes.
+An element stays only if (a) Table E.1-1 names it and its action keeps it (K, or C/D/U/S with
+the value rewritten), or (b) the allow-list names it and its value passes the entry's rule.
+Everything else is removed and counted by attribute. The engine walks the elements present
+(never the 621 rows), so the cost is proportional to the header; elements it does not change
+stay as raw bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from insitu.ingest.deid import values
+from insitu.ingest.deid.allowlist import AllowList, Entry, Rule, shipped_allow_list
+from insitu.ingest.deid.codes import clean_code_item
 from insitu.ingest.deid.table import (
     BASIC_PROFILE_CODE,
     Action,
@@ -24,12 +30,6 @@ from insitu.ingest.deid.table import (
     Options,
     ResolvedProfile,
     resolve_profile,
-)
-from insitu.ingest.deid.vocabulary import (
-    SAFE_PRIVATE_ELEMENTS,
-    SAFE_TEXT_KEYWORDS,
-    TEXT_VRS,
-    is_clean_descriptor,
 )
 from insitu.ingest.pseudonyms import Pseudonymizer
 
@@ -50,6 +50,15 @@ _DUMMY_TEXT = {
     "UR": "urn:insitu:removed",
 }
 _DATE_RE = re.compile(r"^(\d{8})(.*)$", re.DOTALL)
+# Under retain-long-modified-dates a C row that is not a date is kept only in its own syntax.
+_KEPT_UNDER_SHIFT = {
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+    "AS": re.compile(r"\d{3}[DWMY]"),
+    "SH": re.compile(r"[+-]\d{4}"),  # Timezone Offset From UTC
+}
+# Curves (50xx) and overlays (60xx) cannot be cleaned of text drawn into them: both groups
+# are removed as a whole, so no half module (rows without data) is left behind.
+_GRAPHIC_GROUPS = 0x5000, 0x6000
 
 # Tags handled by our own code after the walk; the walk must leave them to us.
 _WRITTEN_AFTER = frozenset(
@@ -79,6 +88,15 @@ class DeidReport:
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What happens to one (tag, VR): a table action, or an allow-list entry's rule."""
+
+    label: str
+    action: Action
+    entry: Entry | None = None
+
+
 def shift_date(value: str, shift: dt.timedelta) -> str | None:
     """Shift a DA value (``YYYYMMDD``); None when it is not a full valid date."""
     try:
@@ -97,14 +115,25 @@ def shift_datetime(value: str, shift: dt.timedelta) -> str | None:
     return None if shifted is None else shifted + match.group(2)
 
 
-class DeidEngine:
-    """Applies one resolved profile with one secret. Reused for every instance of a batch."""
+def _tag_label(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
-    def __init__(self, options: Options, pseudonymizer: Pseudonymizer) -> None:
+
+class DeidEngine:
+    """Applies one resolved profile and one allow-list with one secret, for a whole batch."""
+
+    def __init__(
+        self,
+        options: Options,
+        pseudonymizer: Pseudonymizer,
+        allow_list: AllowList | None = None,
+    ) -> None:
         self.options = options
         self.profile: ResolvedProfile = resolve_profile(options)
         self.pseudonymizer = pseudonymizer
-        self._decisions: dict[tuple[int, str], tuple[str, Action]] = {}
+        self.allow_list = allow_list or shipped_allow_list()
+        self._decisions: dict[tuple[int, str], Decision] = {}
+        self._dictionary_vrs: dict[int, str | None] = {}
         self._method_elements = self._build_method_elements()
         self._unknown_dates = (
             Action.keep
@@ -116,32 +145,44 @@ class DeidEngine:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def decide(self, tag: int, vr: str) -> tuple[str, Action]:
-        """The (attribute label, action) for a non-private tag with a VR; memoised."""
+    def decide(self, tag: int, vr: str) -> Decision:
+        """The decision for a non-private tag with a VR; memoised."""
         key = (tag, vr)
         found = self._decisions.get(key)
-        if found is not None:
-            return found
-        decision = self._decide_uncached(tag, vr)
-        self._decisions[key] = decision
-        return decision
+        if found is None:
+            found = self._decisions[key] = self._decide_uncached(tag, vr)
+        return found
 
-    def _decide_uncached(self, tag: int, vr: str) -> tuple[str, Action]:
-        label = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    def _decide_uncached(self, tag: int, vr: str) -> Decision:
+        keyword = keyword_for_tag(tag)
+        label = keyword or _tag_label(tag)
         if tag in _PSEUDONYM_TAGS:
-            return label, Action.pseudonym
-        if tag in _WRITTEN_AFTER:
-            return label, Action.remove
-        if tag & 0xFFFF == 0:
-            return label, Action.remove  # group lengths are retired and recomputed
+            return Decision(label, Action.pseudonym)
+        if tag in _WRITTEN_AFTER or tag & 0xFFFF == 0:
+            return Decision(label, Action.remove)  # group lengths are retired and recomputed
+        if (tag >> 16) & 0xFF00 in _GRAPHIC_GROUPS:
+            group = "curve (50xx)" if tag >> 24 == 0x50 else "overlay (60xx)"
+            return Decision(group, Action.remove)
         row = self.profile.lookup(tag)
         if row is not None:
-            return (row[0].name if "XX" in row[0].tag else label), row[1]
-        if vr in ("DA", "DT"):
-            return label, self._unknown_dates
-        if vr in TEXT_VRS and label not in SAFE_TEXT_KEYWORDS:
-            return label, Action.remove
-        return label, Action.keep
+            return Decision(row[0].name if "XX" in row[0].tag else label, row[1])
+        if keyword:
+            entry = self.allow_list.entry(tag, vr)
+            if entry is not None:
+                return Decision(label, Action.allowed, entry)
+        # Deny by default: removed, and counted under the tag so stewards see what went.
+        return Decision(f"{label} {_tag_label(tag)}" if keyword else label, Action.remove)
+
+    def dictionary_vr(self, tag: int) -> str | None:
+        """The single VR the dictionary gives a tag (the first of an ambiguous list)."""
+        if tag in self._dictionary_vrs:
+            return self._dictionary_vrs[tag]
+        try:
+            vr: str | None = str(dictionary_VR(tag)).split(" or ")[0]
+        except KeyError:
+            vr = None
+        self._dictionary_vrs[tag] = vr
+        return vr
 
     # -- walk ------------------------------------------------------------------------------
 
@@ -164,7 +205,7 @@ class DeidEngine:
                 if 0x0010 <= element <= 0x00FF:
                     private_creators.append(tag)
                     continue
-                if self._keep_private(ds, tag):
+                if self._keep_private(ds, tag, subject, report):
                     private_blocks_kept.add((group, element >> 8))
                     report.actions[("private attribute", Action.keep.value)] += 1
                     continue
@@ -172,15 +213,29 @@ class DeidEngine:
                 to_delete.append(tag)
                 continue
             vr = _vr_of(elem, tag)
-            label, action = self.decide(tag, vr)
-            report.actions[(label, action.value)] += 1
-            if action is Action.remove:
+            wanted = self.dictionary_vr(tag)
+            if wanted is not None and vr != wanted and not _vr_compatible(vr, tag):
+                # A dictionary attribute sent with another VR (or as UN) is read as the
+                # dictionary says, so the table and allow-list see what it really holds.
+                if not _reinterpret(ds, tag, wanted):
+                    report.actions[(keyword_for_tag(tag) or _tag_label(tag), "X")] += 1
+                    to_delete.append(tag)
+                    continue
+                vr = wanted
+            decision = self.decide(tag, vr)
+            if decision.action is Action.allowed and decision.entry is not None:
+                kept = self._allowed(ds, tag, vr, decision.entry, subject, report)
+                report.actions[(decision.label, "A" if kept else "X")] += 1
+                if not kept:
+                    to_delete.append(tag)
+                continue
+            report.actions[(decision.label, decision.action.value)] += 1
+            if decision.action is Action.remove:
                 to_delete.append(tag)
-            elif action is Action.keep:
-                if vr == "SQ":
-                    self._walk_items(ds[tag], subject, report)
-            else:
-                self._transform(ds, tag, vr, action, subject, report)
+            elif vr == "SQ":
+                self._sequence(ds, tag, decision.action, subject, report)
+            elif decision.action is not Action.keep:
+                self._transform(ds, tag, vr, decision.action, subject)
         for tag in private_creators:
             if ((tag >> 16), tag & 0xFF) not in private_blocks_kept:
                 to_delete.append(tag)
@@ -191,34 +246,122 @@ class DeidEngine:
         for item in elem.value or ():
             self._walk(item, subject, report)
 
-    def _keep_private(self, ds: Dataset, tag: int) -> bool:
+    def _sequence(
+        self, ds: Dataset, tag: int, action: Action, subject: SubjectContext, report: DeidReport
+    ) -> None:
+        """A table action on a sequence: Z empties it, D replaces its content with one empty
+        item (never walked), K/C/U keep it and de-identify its items."""
+        if action is Action.zero:
+            ds[tag] = DataElement(tag, "SQ", Sequence())
+        elif action in (Action.dummy, Action.shift, Action.pseudonym):
+            ds[tag] = DataElement(tag, "SQ", Sequence([Dataset()]))
+        elif (keyword_for_tag(tag) or "").endswith("CodeSequence"):
+            self._codes(ds, tag, report)
+        else:
+            self._walk_items(ds[tag], subject, report)
+
+    def _codes(self, ds: Dataset, tag: int, report: DeidReport) -> None:
+        items = ds[tag].value or ()
+        kept = [clean for item in items if (clean := clean_code_item(item)) is not None]
+        dropped = len(items) - len(kept)
+        if dropped:
+            report.actions[("coded entry not in the vocabulary", "X")] += dropped
+        ds[tag] = DataElement(tag, "SQ", Sequence(kept))
+
+    def _keep_private(
+        self, ds: Dataset, tag: int, subject: SubjectContext, report: DeidReport
+    ) -> bool:
         if DeidOption.retain_safe_private not in self.options:
             return False
         creator_tag = (tag & 0xFFFF0000) | ((tag & 0xFF00) >> 8)
-        if creator_tag not in ds:
+        creator_elem = ds.get_item(creator_tag)
+        if creator_elem is None:
             return False
-        creator = str(ds[creator_tag].value or "").strip().upper()
-        return (creator, tag & 0xFF) in SAFE_PRIVATE_ELEMENTS
+        creator = values.text_values(creator_elem)
+        if len(creator) != 1:
+            return False
+        entry = self.allow_list.private.get((creator[0], tag & 0xFF))
+        if entry is None or entry.vr is None:
+            return False
+        if not _reinterpret(ds, tag, entry.vr):
+            return False
+        return self._allowed(ds, tag, entry.vr, entry, subject, report)
 
-    # -- actions ---------------------------------------------------------------------------
+    # -- allow-listed values ---------------------------------------------------------------
 
-    def _transform(
+    def _allowed(
         self,
         ds: Dataset,
         tag: int,
         vr: str,
-        action: Action,
+        entry: Entry,
         subject: SubjectContext,
         report: DeidReport,
+    ) -> bool:
+        """Apply an allow-list rule in place; False when the element must go."""
+        rule = entry.rule
+        if rule is Rule.walk:
+            if vr != "SQ":
+                return False
+            self._walk_items(ds[tag], subject, report)
+            return True
+        if rule is Rule.codes:
+            if vr != "SQ":
+                return False
+            self._codes(ds, tag, report)
+            return True
+        if rule is Rule.binary:
+            return vr in _BINARY_VRS and vr != "UN"
+        if rule is Rule.number and vr in _NUMBER_VRS:
+            return True
+        elem = ds.get_item(tag)
+        if elem is None or vr in _BINARY_VRS or vr in _NUMBER_VRS or vr == "SQ":
+            return False
+        texts = values.decoded_values(ds, tag)
+        if texts is None:
+            return False
+        if rule is Rule.uid:
+            if vr != "UI":
+                return False
+            if DeidOption.retain_uids not in self.options:
+                mapped = [values.map_uid(self.pseudonymizer, v) for v in texts]
+                if mapped != texts:
+                    ds[tag] = DataElement(tag, vr, _join(mapped))
+            return True
+        if rule is Rule.date:
+            return self._allowed_date(ds, tag, vr, texts, subject)
+        if rule is Rule.terms:
+            kept = [v if entry.accepts_term(v) else "" for v in texts]
+            if not any(kept):
+                return False
+            if kept != texts:
+                ds[tag] = DataElement(tag, vr, _join(kept))
+            return True
+        return values.passes(rule, entry, vr, texts)
+
+    def _allowed_date(
+        self, ds: Dataset, tag: int, vr: str, texts: list[str], subject: SubjectContext
+    ) -> bool:
+        if vr not in ("DA", "DT"):
+            return False
+        if self._unknown_dates is Action.keep:
+            check = shift_date if vr == "DA" else shift_datetime
+            if all(check(v, dt.timedelta()) for v in texts if v):
+                return True
+            new_values: list[str] | None = self._dummy(texts, vr)
+        elif self._unknown_dates is Action.shift:
+            new_values = self._shift(texts, vr, subject)
+        else:
+            new_values = self._dummy(texts, vr)
+        if new_values is not None:
+            ds[tag] = DataElement(tag, vr, _join(new_values))
+        return True
+
+    # -- table actions ---------------------------------------------------------------------
+
+    def _transform(
+        self, ds: Dataset, tag: int, vr: str, action: Action, subject: SubjectContext
     ) -> None:
-        if vr == "SQ":
-            elem = ds[tag]
-            if action is Action.zero:
-                elem.value = Sequence()
-            else:
-                # D, U, C and S on a sequence keep its structure and de-identify its items.
-                self._walk_items(elem, subject, report)
-            return
         # Work on the stored text where possible: converting every element through pydicom
         # costs more than the rest of the de-identification together.
         original = ds.get_item(tag)
@@ -228,46 +371,57 @@ class DeidEngine:
             value = ds[tag].value
             if action is Action.zero:
                 ds[tag] = DataElement(tag, vr, _empty_value(vr))
-            elif action is not Action.keep and value not in (None, b"", ""):
+            elif value not in (None, b"", ""):
                 ds[tag] = DataElement(tag, vr, _dummy_binary(value, vr))
             return
-        values = _text_values(original)
+        texts = values.text_values(original)
         new_values: list[str] | None
         if action is Action.pseudonym:
             new_values = [subject.pseudonym]
         elif action is Action.zero:
             new_values = []
         elif action is Action.dummy:
-            new_values = self._dummy(values, vr)
+            new_values = self._dummy(texts, vr)
         elif action is Action.uid:
-            new_values = self._map_uids(values) if vr == "UI" else self._dummy(values, vr)
+            new_values = self._map_uids(texts) if vr == "UI" else self._dummy(texts, vr)
         elif action is Action.shift:
-            new_values = self._shift(values, vr, subject)
+            new_values = self._shift(texts, vr, subject)
         elif action is Action.clean:
-            new_values = None if _all_clean(values) else self._dummy(values, vr)
+            decoded = values.decoded_values(ds, tag)
+            clean = decoded is not None and values.all_clean(decoded)
+            new_values = None if clean else self._dummy(texts, vr)
         else:
             new_values = None
         if new_values is not None:
             ds[tag] = DataElement(tag, vr, _join(new_values))
 
-    def _map_uids(self, values: list[str]) -> list[str]:
-        return [self.pseudonymizer.uid(v) if v else v for v in values]
+    def _map_uids(self, texts: list[str]) -> list[str]:
+        return [self.pseudonymizer.uid(v) if v else v for v in texts]
 
-    def _dummy(self, values: list[str], vr: str) -> list[str]:
-        if not any(values):
-            return values
+    def _dummy(self, texts: list[str], vr: str) -> list[str]:
+        if not any(texts):
+            return texts
         if vr == "UI":
-            return self._map_uids(values)
+            return self._map_uids(texts)
         return [_DUMMY_TEXT.get(vr, "ANONYMIZED")]
 
-    def _shift(self, values: list[str], vr: str, subject: SubjectContext) -> list[str] | None:
-        if vr not in ("DA", "DT") or not any(values):
-            return None  # a whole-day shift leaves times (TM) and ages as they are
+    def _shift(self, texts: list[str], vr: str, subject: SubjectContext) -> list[str] | None:
+        if not any(texts):
+            return None
+        if vr not in ("DA", "DT"):
+            # A whole-day shift leaves times, ages and offsets as they are, but only values
+            # in their own syntax: free text in such an element is replaced.
+            syntax = _KEPT_UNDER_SHIFT.get(vr)
+            if syntax is not None and all(syntax.fullmatch(v.strip()) for v in texts if v):
+                return None
+            return self._dummy(texts, vr)
         shifter = shift_date if vr == "DA" else shift_datetime
-        shifted = [shifter(v, subject.date_shift) if v else v for v in values]
+        shifted = [shifter(v, subject.date_shift) if v else v for v in texts]
         if any(s is None for s in shifted):
             return [_DUMMY_TEXT[vr]]  # a date we cannot shift is not kept as it is
         return [s or "" for s in shifted]
+
+    # -- provenance ------------------------------------------------------------------------
 
     def _record_method(self, ds: Dataset) -> None:
         for elem in self._method_elements:
@@ -289,10 +443,12 @@ class DeidEngine:
             temporal = "MODIFIED"
         else:
             temporal = "REMOVED"
+        # LO holds 64 characters: the code sequence is the complete record of the options;
+        # the allow-list's fingerprint says which allow-list (shipped and extension) applied.
+        method = f"insitu E.1-1 allow-list {self.allow_list.fingerprint} {self.options.fingerprint}"
         return (
             DataElement(0x00120062, "CS", "YES"),
-            # LO holds 64 characters: the code sequence is the complete record.
-            DataElement(0x00120063, "LO", f"insitu PS3.15 E.1-1 {self.options.fingerprint}"[:64]),
+            DataElement(0x00120063, "LO", method[:64]),
             DataElement(0x00120064, "SQ", Sequence(items)),
             DataElement(0x00280303, "CS", temporal),
         )
@@ -308,24 +464,39 @@ def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
         return "UN"
 
 
-def _text_values(elem: DataElement | RawDataElement) -> list[str]:
-    value = elem.value
-    if isinstance(value, bytes):
-        text = value.decode("latin-1").rstrip("\x00 ")
-        return text.split("\\") if text else []
-    if value is None or value == "":
-        return []
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value]
-    return [str(value)]
+def _vr_compatible(vr: str, tag: int) -> bool:
+    """Whether ``vr`` is one of the dictionary's VRs for an ambiguous tag (US or SS, ...)."""
+    try:
+        return vr in str(dictionary_VR(tag)).split(" or ")
+    except KeyError:
+        return False
 
 
-def _join(values: list[str]) -> str | None:
-    return "\\".join(values) if values else None
+def _reinterpret(ds: Dataset, tag: int, vr: str) -> bool:
+    """Re-read an element's bytes as ``vr``; False when its value is not available as bytes.
+
+    UN and binary content is little endian; a sequence sent as UN is implicit VR (PS3.5 6.2.2).
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return False
+    raw = elem.value
+    if not isinstance(raw, bytes):
+        return False
+    implicit = True if vr == "SQ" else getattr(elem, "is_implicit_VR", True)
+    little = getattr(elem, "is_little_endian", True)
+    ds[tag] = RawDataElement(
+        elem.tag, vr, len(raw), raw, 0, implicit, True if vr == "SQ" else little
+    )
+    try:
+        ds[tag]  # noqa: B018 - converting now surfaces bytes that do not read as this VR
+    except Exception:  # noqa: BLE001 - whatever the conversion raises, the element goes
+        return False
+    return True
 
 
-def _all_clean(values: list[str]) -> bool:
-    return all(is_clean_descriptor(v) for v in values)
+def _join(texts: list[str]) -> str | None:
+    return "\\".join(texts) if texts else None
 
 
 def _dummy_binary(value: Any, vr: str) -> Any:

@@ -27,6 +27,8 @@ class Action(enum.StrEnum):
     """Our spelling of C under the Modified Dates option: the subject's secret date shift."""
     pseudonym = "P"
     """Patient ID and Name become the subject pseudonym (a D with a consistent value)."""
+    allowed = "A"
+    """Not in the table, on the allow-list: kept after its value passed the entry's rule."""
 
 
 class DeidOption(enum.StrEnum):

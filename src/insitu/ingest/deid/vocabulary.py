@@ -1,47 +1,14 @@
-"""Allow-lists that the deny-by-default rules and the C (clean) action consult.
+"""Word lists behind the value rules: descriptors (the C action, Clean Descriptors) and
+equipment text (the allow-list's ``technical`` rule).
 
-A deployment can extend them; every list is deliberately short and technical, because an
-entry here lets a value through unchanged.
+Every list is deliberately short and technical, because a word here lets a value through.
+Words are compared upper-cased; tokens are Unicode words, so a name in any script is a word
+that is not on the list.
 """
 
 from __future__ import annotations
 
 import re
-
-TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE"})
-
-# Text-VR attributes outside Table E.1-1 that carry equipment or coding facts, not identity.
-# Anything else with a text VR that the table does not name is removed.
-SAFE_TEXT_KEYWORDS = frozenset(
-    {
-        "Manufacturer",
-        "ManufacturerModelName",
-        "SoftwareVersions",
-        "ConvolutionKernel",
-        "SequenceName",
-        "PulseSequenceName",
-        "ReceiveCoilName",
-        "TransmitCoilName",
-        "CodeValue",
-        "LongCodeValue",
-        "CodingSchemeDesignator",
-        "CodingSchemeVersion",
-        "CodeMeaning",
-        "ContextGroupVersion",
-        "WindowCenterWidthExplanation",
-        "RescaleType",
-        "LossyImageCompressionMethod",
-        "ImplementationVersionName",
-        "DeidentificationMethod",
-        "ContrastBolusAgent",
-        "LUTExplanation",
-        "AcquisitionContrast",
-        "ApplicationHeaderType",
-        "FilterType",
-        "FocalSpots",
-        "GeneratorPower",
-    }
-)
 
 # Words a descriptor may consist of for C (clean descriptors) to keep it; numbers always pass.
 DESCRIPTOR_VOCABULARY = frozenset(
@@ -230,27 +197,51 @@ DESCRIPTOR_VOCABULARY = frozenset(
     ]
 )
 
-_TOKEN_RE = re.compile(r"[A-Z0-9]+")
-_NUMERIC_RE = re.compile(r"^\d+(MM|CM|S|MS|KV|MAS|B)?$")
-
-# Retain Safe Private: (private creator, element byte) pairs known to carry no identity.
-# PS3.15 Table E.3.10-1 is the model; only a few widely used acquisition parameters here.
-SAFE_PRIVATE_ELEMENTS = frozenset(
-    {
-        ("SIEMENS MR HEADER", 0x08),  # (0019,xx08) CSA image header type
-        ("SIEMENS MR HEADER", 0x0B),  # (0019,xx0B) slice measurement duration
-        ("SIEMENS MR HEADER", 0x0C),  # (0019,xx0C) diffusion b-value
-        ("SIEMENS MR HEADER", 0x0D),  # (0019,xx0D) diffusion directionality
-        ("GEMS_ACQU_01", 0x9C),  # (0019,xx9C) pulse sequence name
-        ("GEMS_PARM_01", 0x39),  # (0043,xx39) slop integers: b-value
-        ("PHILIPS IMAGING DD 001", 0x03),  # (2001,xx03) diffusion b-factor
-    }
+# Extra words equipment text (models, software, kernels, coils, filters) may hold.
+TECHNICAL_VOCABULARY = DESCRIPTOR_VOCABULARY | frozenset(
+    """
+    SOMATOM DEFINITION FLASH FORCE DRIVE EDGE SENSATION EMOTION PERSPECTIVE SCOPE GO NAEOTOM
+    ALPHA MAGNETOM SKYRA PRISMA AVANTO AERA VIDA TRIO VERIO ESPREE SOLA ALTEA SYMPHONY HARMONY
+    BIOGRAPH SYNGO NUMARIS DISCOVERY OPTIMA REVOLUTION LIGHTSPEED SIGNA HDXT PREMIER ARCHITECT
+    PIONEER EXCITE GENESIS BRIGHTSPEED EXPLORER INGENIA ACHIEVA INTERA PANORAMA BRILLIANCE ICT
+    IQON SPECTRAL INCISIVE AQUILION ONE PRIME LIGHTNING VANTAGE TITAN ORIAN GALAN ELAN GENESIS
+    ECHELON OASIS SCENARIA SUPRIA UMR UCT DIGITAL VEREOS VISTA SELENIA DIMENSIONS LORAD
+    MAMMOMAT REVELATION INSPIRATION SENOGRAPHE PRISTINA AMULET INNOVITY LOGIQ VOLUSON VIVID
+    EPIQ AFFINITI ACUSON SEQUOIA JUNIPER REDWOOD APLIO XARIO ARIETTA RESONA MYLAB ALLURA AZURION
+    ARTIS ZEE ICONO INNOVA OPTIMUS MOBILETT YSIO YSIO LUMINOS MULTIX AXIOM DRX CARESTREAM
+    FCR PROFECT VELOCITY DEFINIUM FLUOROSPOT QUANTUM INFINIA INTEVO SYMBIA MILLENNIUM OMNI
+    BODY HEADNECK SPINE TORSO FLEX ARRAY COIL QUAD PHASED LARGE SMALL MEDIUM EXTRA WRIST FOOT
+    ANKLE SHOULDER KNEE BREAST ENDORECTAL CARDIAC NEURO VASCULAR TXRX TX RX CHANNEL CH
+    STANDARD SOFT DETAIL SHARP SMOOTH SUPER ULTRA PLUS EDGE LUNG BONE CHEST FILTER FLAT WEDGE
+    BOWTIE COPPER ALUMINUM ALUMINIUM MOLYBDENUM RHODIUM TUNGSTEN SILVER NONE MULTIPLE BODYFILTER
+    HEADFILTER VERSION VER REV BUILD RELEASE SP PATCH SOFTWARE DICOM LINUX WINDOWS SERVICE PACK
+    FFT RECON DE DUAL ENERGY SPECTRUM DIRECT IR ADMIRE SAFIRE ASIR ASIRV VEO IMR IDOSE AIDR
+    FIRST DLIR TRUEFIDELITY PRECISE ACS IDEAL FLOAT AS XT XP EVO NX HDE ES SE ST
+    """.split()
 )
 
+_WORD_RE = re.compile(r"[^\W_]+")
+_DIGIT_RUN_RE = re.compile(r"\d+")
+_NUMERIC_RE = re.compile(r"^\d{1,4}(MM|CM|S|MS|KV|MAS|B)?$")
+MAX_DIGIT_RUN = 6
+"""Longer digit runs (phone numbers, dates, record numbers) fail the technical rule."""
 
 def is_clean_descriptor(value: str) -> bool:
-    """Whether every word of a descriptor is on the vocabulary (or is a number)."""
-    tokens = _TOKEN_RE.findall(value.upper())
-    if not tokens:
+    """Whether every word of a descriptor is on the vocabulary or a short number (≤ 4 digits)."""
+    words = _WORD_RE.findall(value.upper())
+    if not words:
         return not value.strip()
-    return all(t in DESCRIPTOR_VOCABULARY or _NUMERIC_RE.match(t) for t in tokens)
+    return all(w in DESCRIPTOR_VOCABULARY or _NUMERIC_RE.match(w) for w in words)
+
+
+def is_technical(value: str, limit: int = 64) -> bool:
+    """Whether equipment text holds only technical words: each word is on the technical
+    vocabulary or carries a digit, and no digit run is longer than ``MAX_DIGIT_RUN``."""
+    if len(value) > limit or not value.isascii():
+        return False
+    for word in _WORD_RE.findall(value.upper()):
+        if any(len(run) > MAX_DIGIT_RUN for run in _DIGIT_RUN_RE.findall(word)):
+            return False
+        if not any(c.isdigit() for c in word) and word not in TECHNICAL_VOCABULARY:
+            return False
+    return True
