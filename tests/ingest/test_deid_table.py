@@ -178,6 +178,9 @@ def _check(
         return None if value and len(value) == 1 else f"{label}: sequence lost its item"
     if letter == "P":
         return None if str(value) == pseudo.subject(SITE, PATIENT_ID) else f"{label}: {value!r}"
+    if letter == "K" and tag == 0x00080201:
+        # K under the date options keeps an offset only in its own syntax (+hhmm / -hhmm)
+        return None if value != original else f"{label}: free text kept ({value!r})"
     if letter == "K":
         return (
             None

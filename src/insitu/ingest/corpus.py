@@ -105,7 +105,7 @@ def _header(
     ds.StudyTime = "101502"
     ds.AccessionNumber = f"ACC{900_000 + index}"
     ds.Modality = modality
-    ds.Manufacturer = "ACME Medical"
+    ds.Manufacturer = "SIEMENS"
     ds.InstitutionName = "St. Example Royal Infirmary"
     ds.InstitutionAddress = f"{index + 12} Harbour Street, Leith"
     ds.ReferringPhysicianName = "HOUSE^GREGORY"
@@ -113,7 +113,7 @@ def _header(
     ds.StudyDescription = f"CHEST CT for {last}"
     ds.SeriesDescription = "AX T1 POST" if modality == "MR" else "CHEST 5MM"
     ds.OperatorsName = "TECH^TINA"
-    ds.ManufacturerModelName = "Imaginator 3000"
+    ds.ManufacturerModelName = "MAGNETOM Skyra" if modality == "MR" else "SOMATOM Definition AS"
     ds.PatientName = patient.name
     ds.PatientID = patient.patient_id
     ds.PatientBirthDate = patient.birth_date

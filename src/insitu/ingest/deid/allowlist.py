@@ -42,7 +42,7 @@ class Rule(enum.StrEnum):
 # Which VRs each rule may be used with: an entry that breaks this is refused at load time.
 _RULE_VRS: dict[Rule, frozenset[str]] = {
     Rule.number: frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "DS", "IS"}),
-    Rule.binary: frozenset({"OB", "OW", "OF", "OD", "OL", "OV"}),
+    Rule.binary: frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "US"}),
     Rule.terms: frozenset({"CS"}),
     Rule.vocabulary: frozenset({"CS", "LO", "SH"}),
     Rule.technical: frozenset({"LO", "SH", "CS"}),

@@ -56,6 +56,8 @@ _KEPT_UNDER_SHIFT = {
     "AS": re.compile(r"\d{3}[DWMY]"),
     "SH": re.compile(r"[+-]\d{4}"),  # Timezone Offset From UTC
 }
+_SYNTAX_CHECKED_WHEN_KEPT = frozenset({"DA", "DT", "TM", "AS"})
+_TIMEZONE_OFFSET = 0x00080201
 # Curves (50xx) and overlays (60xx) cannot be cleaned of text drawn into them: both groups
 # are removed as a whole, so no half module (rows without data) is left behind.
 _GRAPHIC_GROUPS = 0x5000, 0x6000
@@ -236,6 +238,8 @@ class DeidEngine:
                 self._sequence(ds, tag, decision.action, subject, report)
             elif decision.action is not Action.keep:
                 self._transform(ds, tag, vr, decision.action, subject)
+            elif vr in _SYNTAX_CHECKED_WHEN_KEPT or tag == _TIMEZONE_OFFSET:
+                self._keep_in_syntax(ds, tag, vr)
         for tag in private_creators:
             if ((tag >> 16), tag & 0xFF) not in private_blocks_kept:
                 to_delete.append(tag)
@@ -311,7 +315,8 @@ class DeidEngine:
             self._codes(ds, tag, report)
             return True
         if rule is Rule.binary:
-            return vr in _BINARY_VRS and vr != "UN"
+            # Lookup tables may be sent as US words or OW bytes: both are only numbers.
+            return (vr in _BINARY_VRS and vr != "UN") or vr in _NUMBER_VRS
         if rule is Rule.number and vr in _NUMBER_VRS:
             return True
         elem = ds.get_item(tag)
@@ -394,6 +399,24 @@ class DeidEngine:
             new_values = None
         if new_values is not None:
             ds[tag] = DataElement(tag, vr, _join(new_values))
+
+    def _keep_in_syntax(self, ds: Dataset, tag: int, vr: str) -> None:
+        """K on a date, time, age or offset (the date options): kept only in its own syntax,
+        so free text sent in such an element never passes as a date."""
+        elem = ds.get_item(tag)
+        texts = values.text_values(elem) if elem is not None else []
+        if tag == _TIMEZONE_OFFSET:
+            syntax: re.Pattern[str] | None = _KEPT_UNDER_SHIFT["SH"]
+        else:
+            syntax = _KEPT_UNDER_SHIFT.get(vr)
+        if vr == "DA":
+            ok = all(shift_date(v, dt.timedelta()) for v in texts if v)
+        elif vr == "DT":
+            ok = all(shift_datetime(v, dt.timedelta()) for v in texts if v)
+        else:
+            ok = syntax is not None and all(syntax.fullmatch(v.strip()) for v in texts if v)
+        if not ok:
+            ds[tag] = DataElement(tag, vr, _join(self._dummy(texts, vr)))
 
     def _map_uids(self, texts: list[str]) -> list[str]:
         return [self.pseudonymizer.uid(v) if v else v for v in texts]
