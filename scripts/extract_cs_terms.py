@@ -51,7 +51,10 @@ def main(source: str) -> None:
     """Write the CS vocabulary file from the ``dicom-standard`` wheel at ``source``."""
     with zipfile.ZipFile(source) as wheel:
         references = _load(wheel, "references.json")
-        rows = [*_load(wheel, "module_to_attributes.json"), *_load(wheel, "macro_to_attributes.json")]  # type: ignore[misc]
+        rows = [
+            *_load(wheel, "module_to_attributes.json"),
+            *_load(wheel, "macro_to_attributes.json"),
+        ]  # type: ignore[misc]
     assert isinstance(references, dict)
     by_keyword: dict[str, set[str]] = defaultdict(set)
     for row in rows:
@@ -75,7 +78,9 @@ def main(source: str) -> None:
     OUTPUT.write_text(
         json.dumps({k: sorted(v) for k, v in sorted(by_keyword.items())}, indent=0) + "\n"
     )
-    print(f"{len(by_keyword)} CS attributes, {sum(map(len, by_keyword.values()))} terms -> {OUTPUT}")
+    print(
+        f"{len(by_keyword)} CS attributes, {sum(map(len, by_keyword.values()))} terms -> {OUTPUT}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pydicom.config
 from PIL import Image
-from pydicom.datadict import DicomDictionary
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO

@@ -172,7 +172,8 @@ def _check(
             return f"{label}: nested PHI kept ({inner})"
         if letter == "D":
             # D replaces the content with one empty item; it never walks the original items.
-            return None if len(value) == 1 and len(value[0]) == 0 else f"{label}: not a dummy"
+            ok = value is not None and len(value) == 1 and len(value[0]) == 0
+            return None if ok else f"{label}: not a dummy"
         if (keyword_for_tag(tag) or "").endswith("CodeSequence"):
             return None  # coded entries stay only when known: the test's item has none
         return None if value and len(value) == 1 else f"{label}: sequence lost its item"

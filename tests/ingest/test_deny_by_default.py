@@ -45,11 +45,15 @@ def _scan(home: Path, markers: set[bytes]) -> list[str]:
     return found
 
 
-def _ingest(platform: Platform, paths: list[Path], options: Options = DEFAULT) -> service.IngestResult:
+def _ingest(
+    platform: Platform, paths: list[Path], options: Options = DEFAULT
+) -> service.IngestResult:
     return service.ingest(platform, iter_sources(paths), site="SITE-Q", options=options)
 
 
-def _one(data: bytes, options: str = "retain-long-modified-dates", tmp: Path | None = None) -> pydicom.Dataset:
+def _one(
+    data: bytes, options: str = "retain-long-modified-dates", tmp: Path | None = None
+) -> pydicom.Dataset:
     store = LocalBlobStore((tmp or Path("/nonexistent")) / "blobs")
     outcome = InstanceProcessor(WorkerConfig(SECRET, Options.parse(options), "S", store)).process(
         "x.dcm", data
@@ -160,7 +164,11 @@ def test_clean_descriptors_tokenises_unicode_and_drops_digit_runs(tmp_path: Path
         assert value in ("", "ANONYMIZED", None), value
     text = str(result.get("ImageComments", ""))
     assert "5550134" not in text
-    clean = _one(encode(minimal_dataset(PatientID="P", SeriesDescription="AX T1 POST 3MM")), "clean-descriptors", tmp_path / "c")
+    clean = _one(
+        encode(minimal_dataset(PatientID="P", SeriesDescription="AX T1 POST 3MM")),
+        "clean-descriptors",
+        tmp_path / "c",
+    )
     assert clean.SeriesDescription == "AX T1 POST 3MM"
 
 
@@ -193,7 +201,9 @@ def test_projection_and_angiography_without_burned_in_attribute_are_quarantined(
 
 
 def test_small_leaks(tmp_path: Path) -> None:
-    result = _one(adversarial.small_leaks_file(), "retain-long-modified-dates,retain-safe-private", tmp_path)
+    result = _one(
+        adversarial.small_leaks_file(), "retain-long-modified-dates,retain-safe-private", tmp_path
+    )
     assert "QZ11" not in str(result.get("TimezoneOffsetFromUTC", ""))
     assert 0x0019100C not in result  # creator matched exactly, not case-insensitively
     assert 0x0021100C not in result  # safe element whose value is not a number
@@ -270,10 +280,10 @@ def test_allow_list_extension_is_merged_and_recorded(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[attributes]\nNotAKeyword = { rule = \"number\", why = \"x\" }\n", "not a DICOM keyword"),
-        ("[attributes]\nRows = { rule = \"terms\", why = \"x\" }\n", "cannot use rule terms"),
-        ("[attributes]\nRows = { rule = \"number\" }\n", "needs a why"),
-        ("[attributes]\nRows = { rule = \"maybe\", why = \"x\" }\n", "unknown rule"),
+        ('[attributes]\nNotAKeyword = { rule = "number", why = "x" }\n', "not a DICOM keyword"),
+        ('[attributes]\nRows = { rule = "terms", why = "x" }\n', "cannot use rule terms"),
+        ('[attributes]\nRows = { rule = "number" }\n', "needs a why"),
+        ('[attributes]\nRows = { rule = "maybe", why = "x" }\n', "unknown rule"),
         ("not toml = = =", "not valid TOML"),
     ],
 )

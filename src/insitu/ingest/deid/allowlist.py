@@ -115,14 +115,18 @@ def _dictionary_vr(keyword: str, where: str) -> tuple[int, str]:
 
 def _entry(label: str, spec: Any, where: str, vrs: set[str]) -> Entry:
     if not isinstance(spec, dict) or "rule" not in spec:
-        raise AllowListError(f"{where}: entry {label} needs a table with a rule, e.g. {{ rule = ... }}")
+        raise AllowListError(
+            f"{where}: entry {label} needs a table with a rule, e.g. {{ rule = ... }}"
+        )
     try:
         rule = Rule(spec["rule"])
     except ValueError:
         valid = ", ".join(r.value for r in Rule)
-        raise AllowListError(f"{where}: entry {label} has unknown rule {spec['rule']!r}; use: {valid}") from None
+        raise AllowListError(
+            f"{where}: entry {label} has unknown rule {spec['rule']!r}; use: {valid}"
+        ) from None
     if not str(spec.get("why", "")).strip():
-        raise AllowListError(f"{where}: entry {label} needs a why = \"...\" saying why it is safe")
+        raise AllowListError(f'{where}: entry {label} needs a why = "..." saying why it is safe')
     if not vrs & _RULE_VRS[rule]:
         raise AllowListError(
             f"{where}: entry {label} (VR {'/'.join(sorted(vrs))}) cannot use rule {rule.value}"
@@ -138,7 +142,9 @@ def _entry(label: str, spec: Any, where: str, vrs: set[str]) -> Entry:
     return Entry(label=label, rule=rule, terms=terms, pattern=pattern, vr=spec.get("vr"))
 
 
-def _parse(text: str, where: str) -> tuple[dict[int, Entry], dict[str, Entry], dict[tuple[str, int], Entry], str]:
+def _parse(
+    text: str, where: str
+) -> tuple[dict[int, Entry], dict[str, Entry], dict[tuple[str, int], Entry], str]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -167,9 +173,11 @@ def _parse(text: str, where: str) -> tuple[dict[int, Entry], dict[str, Entry], d
             try:
                 element = int(byte, 16)
             except ValueError:
-                raise AllowListError(f"{where}: {label}: the element byte must be hex, e.g. \"0C\"") from None
+                raise AllowListError(
+                    f'{where}: {label}: the element byte must be hex, e.g. "0C"'
+                ) from None
             if not isinstance(spec, dict) or not spec.get("vr"):
-                raise AllowListError(f"{where}: {label} needs vr = \"..\" (how to read its value)")
+                raise AllowListError(f'{where}: {label} needs vr = ".." (how to read its value)')
             private[(creator.rstrip(), element)] = _entry(label, spec, where, {str(spec["vr"])})
     return attributes, defaults, private, str(data.get("version", ""))
 
@@ -188,7 +196,9 @@ def load_allow_list(extra: Path | None = None) -> AllowList:
         try:
             text = extra.read_text()
         except OSError as exc:
-            raise AllowListError(f"{extra}: cannot read the allow-list extension: {exc.strerror}") from None
+            raise AllowListError(
+                f"{extra}: cannot read the allow-list extension: {exc.strerror}"
+            ) from None
         more_attributes, more_defaults, more_private, _ = _parse(text, str(extra))
         attributes.update(more_attributes)
         defaults.update(more_defaults)

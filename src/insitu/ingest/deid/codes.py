@@ -26,8 +26,9 @@ def code_meanings() -> Mapping[tuple[str, str], str]:
     """(scheme, code value) → code meaning, for every concept pydicom knows."""
     from pydicom.sr._concepts_dict import concepts
 
+    typed: dict[str, dict[str, dict[str, tuple[str, list[int]]]]] = concepts  # type: ignore[assignment]
     meanings: dict[tuple[str, str], str] = {}
-    for scheme, by_name in concepts.items():
+    for scheme, by_name in typed.items():
         if scheme not in REGISTERED_SCHEMES:
             continue
         for codes in by_name.values():

@@ -512,7 +512,7 @@ def _reinterpret(ds: Dataset, tag: int, vr: str) -> bool:
         elem.tag, vr, len(raw), raw, 0, implicit, True if vr == "SQ" else little
     )
     try:
-        ds[tag]  # noqa: B018 - converting now surfaces bytes that do not read as this VR
+        ds[tag]
     except Exception:  # noqa: BLE001 - whatever the conversion raises, the element goes
         return False
     return True

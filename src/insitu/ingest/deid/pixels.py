@@ -10,6 +10,7 @@ Basic Offset Table.
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 
@@ -50,12 +51,16 @@ class PixelDataError(ValueError):
 
 def strips_segments(transfer_syntax: str) -> bool:
     """Whether pixel data in this transfer syntax is walked for text segments."""
-    return transfer_syntax in _JPEG_SYNTAXES or transfer_syntax in _JPEG_LS_SYNTAXES or (
-        transfer_syntax in _J2K_SYNTAXES
+    return (
+        transfer_syntax in _JPEG_SYNTAXES
+        or transfer_syntax in _JPEG_LS_SYNTAXES
+        or (transfer_syntax in _J2K_SYNTAXES)
     )
 
 
-def strip_encapsulated(value: bytes | memoryview, transfer_syntax: str, frames: int) -> bytes | None:
+def strip_encapsulated(
+    value: bytes | memoryview, transfer_syntax: str, frames: int
+) -> bytes | None:
     """New encapsulated value (items and delimiter) without text segments; None if unchanged.
 
     ``value`` starts at the Basic Offset Table item and ends after the sequence delimiter.
@@ -66,7 +71,9 @@ def strip_encapsulated(value: bytes | memoryview, transfer_syntax: str, frames: 
     stripped = [_strip_frame(frame, transfer_syntax) for frame in frame_list]
     if all(new is None for new in stripped):
         return None
-    new_frames = [new if new is not None else old for new, old in zip(stripped, frame_list, strict=True)]
+    new_frames = [
+        new if new is not None else old for new, old in zip(stripped, frame_list, strict=True)
+    ]
     return encapsulate(new_frames, fragments_per_frame=1, has_bot=True) + struct.pack(
         "<HHL", 0xFFFE, 0xE0DD, 0
     )
@@ -113,7 +120,7 @@ def _frames(offsets: list[int], fragments: list[bytes], frames: int) -> list[byt
     if len(starts) != frames or (starts and starts[0] != 0):
         raise PixelDataError(f"{len(starts)} codestreams found for {frames} frames")
     bounds = [*starts, len(fragments)]
-    return [b"".join(fragments[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [b"".join(fragments[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def _strip_frame(frame: bytes, transfer_syntax: str) -> bytes | None:
