@@ -368,3 +368,29 @@ def test_invalid_ae_titles_are_refused(sqlite_platform: Platform, title: str) ->
             site="SITE-C",
             options=Options.parse(""),
         )
+
+
+def test_planted_identifiers_sent_by_c_store_go_through_the_same_engine(
+    listener: tuple[DicomListener, int], sqlite_platform: Platform, tmp_path: Path
+) -> None:
+    from tests.ingest import adversarial
+
+    server, port = listener
+    path = tmp_path / "planted" / "wrong-vr.dcm"
+    path.parent.mkdir()
+    path.write_bytes(adversarial.wrong_vr_file())
+    sent = subprocess.run(
+        ["storescu", "-aet", "HOSPITAL_PACS", "-aec", "INSITU", "127.0.0.1", str(port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    deadline = time.monotonic() + 30
+    while _instances(sqlite_platform) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _instances(sqlite_platform) == 1
+    for digest in sqlite_platform.store.digests():
+        data = sqlite_platform.store.get(digest)
+        assert b"QZ2" not in data
+        assert b"QZ3" not in data

@@ -87,3 +87,19 @@ def test_quarantine_is_listed_with_reasons(platform: Platform, client: TestClien
     assert len(items) == 1
     assert "Burned In Annotation" in items[0]["reason"]
     assert client.get("/api/v1/catalog/stats", headers=headers).json()["instances"] == 0
+
+
+def test_planted_identifiers_in_an_upload_go_through_the_same_engine(
+    platform: Platform, client: TestClient
+) -> None:
+    from tests.ingest import adversarial
+
+    token = user_token(platform, "stew", "steward")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
+    answer = client.post(
+        "/api/v1/uploads?site=SITE-B", content=adversarial.code_sequence_file(), headers=headers
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["counts"]["ingested"] == 1
+    for digest in platform.store.digests():
+        assert b"QZ4" not in platform.store.get(digest)
