@@ -295,3 +295,35 @@ def test_bad_allow_list_extensions_name_the_file_and_entry(
     with pytest.raises(AllowListError, match=message) as caught:
         load_allow_list(extra)
     assert str(extra) in str(caught.value)
+
+
+def test_clinical_import_is_deny_by_default(sqlite_platform: Platform, tmp_path: Path) -> None:
+    from insitu.ingest.clinical import ClinicalMapping, ClinicalMappingError
+    from insitu.ingest.corpus import CLINICAL_MAPPING_TOML
+
+    mapping_path = tmp_path / "map.toml"
+    mapping_path.write_text(CLINICAL_MAPPING_TOML)
+    mapping = ClinicalMapping.load(mapping_path)
+    write(tmp_path / "export" / "a.dcm", encode(minimal_dataset(PatientID="QZCLIN-1")))
+    clinical = tmp_path / "clinical.csv"
+    clinical.write_text(
+        "patient_id,name,phone,sex,age,diagnosis,diagnosis_date,stage\n"
+        "QZCLIN-1,QZNAME Smith,5550134,F,61,adenocarcinoma,2020-01-02,II\n"
+        "QZCLIN-2,QZNAME Jones,5550135,M,50,QZFREE seen by Dr Who,2020-01-02,II\n"
+    )
+    result = service.ingest(
+        sqlite_platform,
+        iter_sources([tmp_path / "export"]),
+        site="SITE-Q",
+        options=DEFAULT,
+        clinical=(clinical, mapping),
+    )
+    assert result.report["counts"]["clinical_rows"] == 1
+    reasons = [f["reason"] for f in result.failures]
+    assert "row 2: column 'diagnosis' is not one of the column's allowed values" in reasons
+    markers = {b"QZCLIN", b"QZNAME", b"QZFREE", b"5550134", b"2020-01-02"}
+    assert _scan(sqlite_platform.settings.home, markers) == []
+    free_text = tmp_path / "free.toml"
+    free_text.write_text('key = "patient_id"\n[columns]\ndiagnosis = "diagnosis"\n')
+    with pytest.raises(ClinicalMappingError, match="keeps free text"):
+        ClinicalMapping.load(free_text)

@@ -200,10 +200,10 @@ def test_each_kind_of_bad_input_is_reported_and_the_rest_stored(
     clinical = tmp_path / "clinical.csv"
     clinical.write_text(
         "patient_id,sex,age,diagnosis,diagnosis_date,stage\n"
-        f"{corpus.patients[0].patient_id},F,61,x,2020-01-02,II\n"
-        f"{corpus.patients[1].patient_id},M,not-a-number,x,2020-01-02,II\n"
-        ",M,50,x,2020-01-02,II\n"
-        f"{corpus.patients[2].patient_id},M,50,x,31.02.2020,II\n"
+        f"{corpus.patients[0].patient_id},F,61,benign,2020-01-02,II\n"
+        f"{corpus.patients[1].patient_id},M,not-a-number,benign,2020-01-02,II\n"
+        ",M,50,benign,2020-01-02,II\n"
+        f"{corpus.patients[2].patient_id},M,50,benign,31.02.2020,II\n"
     )
     result = _ingest(platform, [corpus.root, bad], clinical=(clinical, _mapping(tmp_path)))
     counts = result.report["counts"]

@@ -2,7 +2,9 @@
 
 A mapping file names the key column and the columns to keep; everything else is dropped. The
 key becomes the subject pseudonym (the same one the images get) and date columns get the
-subject's date shift. Errors name the row and column, never the value.
+subject's date shift. Deny by default, as for the images: a text column is kept only with a
+rule for its values (a list of allowed values, or a whole-value pattern), since free text is
+where names and phone numbers hide. Errors name the row and column, never the value.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +22,10 @@ from typing import Any
 from insitu.ingest.pseudonyms import Pseudonymizer
 
 COLUMN_TYPES = ("str", "int", "float", "date", "bool")
+_TEXT_RULE_HINT = (
+    'a text column needs a rule: values = ["I", "II", ...] (the allowed values) or '
+    'pattern = "[A-Z][0-9]{2}" (a whole-value regular expression)'
+)
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d/%m/%Y")
 
 
@@ -33,6 +40,10 @@ class ColumnMap:
     name: str
     column: str
     type: str
+    values: frozenset[str] | None = None
+    """For text columns: the only values kept."""
+    pattern: re.Pattern[str] | None = None
+    """For text columns: a whole-value pattern the value must match."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,10 @@ class ClinicalMapping:
         columns = []
         for name, spec in columns_raw.items():
             if isinstance(spec, str):
-                columns.append(ColumnMap(name, spec, "str"))
-                continue
+                raise ClinicalMappingError(
+                    f"{path}: columns.{name} = {spec!r} keeps free text; {_TEXT_RULE_HINT}, "
+                    f'e.g. columns.{name} = {{ column = "{spec}", values = [...] }}'
+                )
             if not isinstance(spec, dict) or not isinstance(spec.get("column"), str):
                 raise ClinicalMappingError(f"{path}: columns.{name} needs a 'column' name")
             kind = spec.get("type", "str")
@@ -71,10 +84,35 @@ class ClinicalMapping:
                 raise ClinicalMappingError(
                     f"{path}: columns.{name}.type {kind!r} is not one of {', '.join(COLUMN_TYPES)}"
                 )
-            columns.append(ColumnMap(name, spec["column"], kind))
+            columns.append(_column(path, name, spec, kind))
         if any(c.column == key for c in columns):
             raise ClinicalMappingError(f"{path}: the key column {key!r} cannot also be kept")
         return cls(key=key, columns=tuple(columns))
+
+
+def _column(path: Path, name: str, spec: dict[str, Any], kind: str) -> ColumnMap:
+    values, pattern = spec.get("values"), spec.get("pattern")
+    if kind != "str":
+        return ColumnMap(name, spec["column"], kind)
+    if values is None and pattern is None:
+        raise ClinicalMappingError(f"{path}: columns.{name}: {_TEXT_RULE_HINT}")
+    if values is not None and (
+        not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values)
+    ):
+        raise ClinicalMappingError(f"{path}: columns.{name}.values must be a list of strings")
+    compiled = None
+    if pattern is not None:
+        try:
+            compiled = re.compile(str(pattern))
+        except re.error as exc:
+            raise ClinicalMappingError(f"{path}: columns.{name}.pattern: {exc}") from None
+    return ColumnMap(
+        name,
+        spec["column"],
+        kind,
+        frozenset(values) if values is not None else None,
+        compiled,
+    )
 
 
 @dataclass(frozen=True)
@@ -101,10 +139,11 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
-def _convert(value: Any, kind: str, shift: dt.timedelta) -> Any:
+def _convert(value: Any, column: ColumnMap, shift: dt.timedelta) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip()
+    kind = column.type
     if kind == "int":
         return int(text)
     if kind == "float":
@@ -124,6 +163,10 @@ def _convert(value: Any, kind: str, shift: dt.timedelta) -> Any:
                 continue
             return (day + shift).isoformat()
         raise ValueError("not a date (use YYYY-MM-DD)")
+    if column.values is not None and text not in column.values:
+        raise ValueError("not one of the column's allowed values")
+    if column.pattern is not None and not column.pattern.fullmatch(text):
+        raise ValueError("not matching the column's pattern")
     return text
 
 
@@ -147,9 +190,11 @@ def parse_rows(
                 error = f"row {number}: column {column.column!r} is missing"
                 break
             try:
-                data[column.name] = _convert(raw[column.column], column.type, shift)
-            except ValueError:
-                error = f"row {number}: column {column.column!r} is not a valid {column.type}"
+                data[column.name] = _convert(raw[column.column], column, shift)
+            except ValueError as exc:
+                # The reason names the rule, never the value (which may be what leaks).
+                reason = exc.args[0] if column.type == "str" else f"not a valid {column.type}"
+                error = f"row {number}: column {column.column!r} is {reason}"
                 break
         if error:
             yield ClinicalRow(number, error=error)

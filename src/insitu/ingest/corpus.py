@@ -274,9 +274,9 @@ CLINICAL_MAPPING_TOML = """\
 key = "patient_id"
 
 [columns]
-sex = "sex"
+sex = { column = "sex", values = ["F", "M", "O"] }
 age = { column = "age", type = "int" }
-diagnosis = "diagnosis"
+diagnosis = { column = "diagnosis", values = ["adenocarcinoma", "squamous cell carcinoma", "small cell carcinoma", "benign"] }
 diagnosis_date = { column = "diagnosis_date", type = "date" }
-stage = "stage"
+stage = { column = "stage", values = ["0", "I", "II", "III", "IV"] }
 """
