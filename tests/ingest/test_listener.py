@@ -375,7 +375,7 @@ def test_planted_identifiers_sent_by_c_store_go_through_the_same_engine(
 ) -> None:
     from tests.ingest import adversarial
 
-    server, port = listener
+    _server, port = listener
     path = tmp_path / "planted" / "wrong-vr.dcm"
     path.parent.mkdir()
     path.write_bytes(adversarial.wrong_vr_file())

@@ -276,7 +276,9 @@ key = "patient_id"
 [columns]
 sex = { column = "sex", values = ["F", "M", "O"] }
 age = { column = "age", type = "int" }
-diagnosis = { column = "diagnosis", values = ["adenocarcinoma", "squamous cell carcinoma", "small cell carcinoma", "benign"] }
+diagnosis = { column = "diagnosis", values = [
+    "adenocarcinoma", "squamous cell carcinoma", "small cell carcinoma", "benign",
+] }
 diagnosis_date = { column = "diagnosis_date", type = "date" }
 stage = { column = "stage", values = ["0", "I", "II", "III", "IV"] }
 """
