@@ -327,3 +327,16 @@ def test_clinical_import_is_deny_by_default(sqlite_platform: Platform, tmp_path:
     free_text.write_text('key = "patient_id"\n[columns]\ndiagnosis = "diagnosis"\n')
     with pytest.raises(ClinicalMappingError, match="keeps free text"):
         ClinicalMapping.load(free_text)
+
+
+def test_head_volumes_are_flagged_for_the_steward(
+    sqlite_platform: Platform, tmp_path: Path
+) -> None:
+    from insitu.ingest.corpus import generate_corpus
+
+    generate_corpus(tmp_path / "export", subjects=1, ct_slices=3, mr_slices=20, rows=8, columns=8)
+    result = _ingest(sqlite_platform, [tmp_path / "export"])
+    flagged = result.report["face_risk_series"]
+    assert len(flagged) == 1  # the 20-slice brain MR, not the 3-slice chest CT
+    assert flagged[0]["instances"] == 20
+    assert "does not deface" in flagged[0]["reason"]

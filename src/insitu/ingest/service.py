@@ -38,6 +38,10 @@ from insitu.storage.protocol import StagedBlob
 
 GROUP_SIZE = 256
 REPORT_LIST_LIMIT = 1000
+# Head CT and MR volumes hold a face that can be rebuilt: insitu does not deface, so the QA
+# report names such series for the steward (at least this many slices of a head region).
+FACE_RISK_BODY_PARTS = frozenset({"HEAD", "BRAIN", "HEADNECK", "SKULL", "FACE", "ORBIT", "NECK"})
+FACE_RISK_MIN_INSTANCES = 20
 
 _processor: InstanceProcessor | None = None
 
@@ -90,6 +94,7 @@ class _Tally:
     bytes: int = 0
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     quarantine_list: list[dict[str, str]] = field(default_factory=list)
+    head_series: Counter[str] = field(default_factory=Counter)
     failure_list: list[dict[str, str]] = field(default_factory=list)
     terminal_failures: list[dict[str, str]] = field(default_factory=list)
     unrecorded: list[IngestError] = field(default_factory=list)
@@ -284,6 +289,10 @@ class _GroupWriter:
                         )
                     continue
                 tally.ingested += 1
+                if attrs.get("modality") in ("CT", "MR", "PT") and (
+                    attrs.get("body_part_examined") in FACE_RISK_BODY_PARTS
+                ):
+                    tally.head_series[attrs["series_instance_uid"]] += 1
                 catalogued.append(
                     {
                         **attrs,
@@ -408,6 +417,12 @@ def _ingest_clinical(
         writer.finish_group(session)
 
 
+_FACE_RISK_REASON = (
+    "head CT/MR/PET volume: a face can be rebuilt from it and insitu does not deface; "
+    "treat the series as identifiable (limit its use, or deface it before ingest)"
+)
+
+
 def _report(
     tally: _Tally,
     batch_id: int,
@@ -445,6 +460,11 @@ def _report(
         },
         "actions": actions,
         "quarantined": tally.quarantine_list,
+        "face_risk_series": [
+            {"series_instance_uid": uid, "instances": count, "reason": _FACE_RISK_REASON}
+            for uid, count in sorted(tally.head_series.items())
+            if count >= FACE_RISK_MIN_INSTANCES
+        ][:REPORT_LIST_LIMIT],
         "failures": tally.failure_list,
         "action_legend": {
             "X": "removed",
