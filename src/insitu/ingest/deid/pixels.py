@@ -185,24 +185,30 @@ def _kept_segment(code: int, segment: bytes) -> bytes | None:
     return segment
 
 
+def _j2k_header(frame: bytes, pos: int, stop: int) -> tuple[list[bytes], int, bool]:
+    """Marker segments from ``pos`` up to the ``stop`` marker, COM segments left out."""
+    kept: list[bytes] = []
+    changed = False
+    while True:
+        if pos + 4 > len(frame):
+            raise PixelDataError("a JPEG 2000 header is truncated")
+        (code,) = struct.unpack_from(">H", frame, pos)
+        if code == stop:
+            return kept, pos, changed
+        (length,) = struct.unpack_from(">H", frame, pos + 2)
+        if code == 0xFF64:  # COM
+            changed = True
+        else:
+            kept.append(frame[pos : pos + 2 + length])
+        pos += 2 + length
+
+
 def _strip_j2k(frame: bytes) -> bytes | None:
     if frame[:2] != b"\xff\x4f":
         raise PixelDataError("a JPEG 2000 frame is not a raw codestream (it starts without SOC)")
-    out = [b"\xff\x4f"]
-    pos, changed = 2, False
     # Main header: marker segments up to the first tile-part (SOT).
-    while True:
-        if pos + 4 > len(frame):
-            raise PixelDataError("a JPEG 2000 main header is truncated")
-        (code,) = struct.unpack_from(">H", frame, pos)
-        if code == 0xFF90:
-            break
-        (length,) = struct.unpack_from(">H", frame, pos + 2)
-        if code == 0xFF64:
-            changed = True
-        else:
-            out.append(frame[pos : pos + 2 + length])
-        pos += 2 + length
+    main, pos, changed = _j2k_header(frame, 2, 0xFF90)
+    out = [b"\xff\x4f", *main]
     # Tile-parts: SOT, header segments up to SOD, then data; Psot counts from SOT.
     while pos + 2 <= len(frame):
         (code,) = struct.unpack_from(">H", frame, pos)
@@ -214,17 +220,8 @@ def _strip_j2k(frame: bytes) -> bytes | None:
         (psot,) = struct.unpack_from(">L", frame, pos + 6)
         end = len(frame) if psot == 0 else pos + psot
         sot = bytearray(frame[pos : pos + 12])
-        cursor, header = pos + 12, []
-        while True:
-            (marker,) = struct.unpack_from(">H", frame, cursor)
-            if marker == 0xFF93:  # SOD
-                break
-            (length,) = struct.unpack_from(">H", frame, cursor + 2)
-            if marker == 0xFF64:
-                changed = True
-            else:
-                header.append(frame[cursor : cursor + 2 + length])
-            cursor += 2 + length
+        header, cursor, tile_changed = _j2k_header(frame, pos + 12, 0xFF93)
+        changed |= tile_changed
         body = frame[cursor:end]
         if psot:
             struct.pack_into(">L", sot, 6, 12 + sum(map(len, header)) + len(body))
