@@ -346,12 +346,12 @@ def test_jpeg_2000_comments_stripped_in_main_and_tile_part_headers() -> None:
     import struct
 
     import numpy as np
-    import openjpeg
+    from openjpeg.utils import decode, encode
 
     from insitu.ingest.deid.pixels import strip_encapsulated
 
     pixels = (np.arange(4096).reshape(64, 64) % 251).astype("uint8")
-    stream = bytes(openjpeg.encode(pixels, codec_format=0))
+    stream = bytes(encode(pixels, codec_format=0))
     comment = b"\xff\x64" + struct.pack(">HH", 2 + 2 + 10, 1) + b"QZ7J2KNAME"
     siz_end = 4 + struct.unpack(">H", stream[4:6])[0]
     stream = stream[:siz_end] + comment + stream[siz_end:]
@@ -360,13 +360,13 @@ def test_jpeg_2000_comments_stripped_in_main_and_tile_part_headers() -> None:
     tile = bytearray(stream[sot : sot + 12])
     struct.pack_into(">L", tile, 6, psot + len(comment))
     stream = stream[:sot] + bytes(tile) + comment + stream[sot + 12 :]
-    assert (openjpeg.decode(stream) == pixels).all()
+    assert (decode(stream) == pixels).all()
     encapsulated = encapsulate_frames([stream])
     stripped = strip_encapsulated(encapsulated, "1.2.840.10008.1.2.4.90", 1)
     assert stripped is not None
     frame = next(generate_frames(stripped[:-8], number_of_frames=1))
     assert b"QZ7" not in frame
-    assert (openjpeg.decode(frame) == pixels).all()
+    assert (decode(frame) == pixels).all()
     # Nothing to strip: the value is left as it was.
     assert strip_encapsulated(stripped, "1.2.840.10008.1.2.4.90", 1) is None
 
