@@ -489,3 +489,18 @@ def test_job_commands_explain_problems(
     code, _, err = _invoke("job", "list")
     assert code == 1
     assert "401" in err
+
+
+def test_ingest_with_a_bad_allow_list_extension_fails_in_one_line(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _invoke("init", "--json")[0] == 0
+    extra = tmp_path / "extra.toml"
+    extra.write_text('[attributes]\nRows = { rule = "terms", why = "x" }\n')
+    monkeypatch.setenv("INSITU_DEID_ALLOW_LIST_EXTRA", str(extra))
+    (tmp_path / "in").mkdir()
+    code, _out, err = _invoke("ingest", str(tmp_path / "in"))
+    assert code == 1
+    assert str(extra) in err
+    assert "cannot use rule terms" in err
+    assert "INSITU_DEID_ALLOW_LIST_EXTRA" in err

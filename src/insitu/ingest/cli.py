@@ -12,6 +12,7 @@ from rich.table import Table
 from insitu.cli.common import api_get, emit_json, fail, local_platform, settings_or_fail, stderr
 from insitu.ingest import service
 from insitu.ingest.clinical import ClinicalMapping, ClinicalMappingError
+from insitu.ingest.deid.allowlist import AllowListError, load_allow_list
 from insitu.ingest.deid.table import DeidOption, Options, OptionsError
 from insitu.ingest.sources import count_sources, iter_sources
 
@@ -59,6 +60,10 @@ def ingest_command(
         deid_options = Options.parse(options if options is not None else settings.deid_options)
     except OptionsError as exc:
         fail(str(exc))
+    try:
+        load_allow_list(settings.deid_allow_list_extra)  # a bad extension stops before any work
+    except AllowListError as exc:
+        fail(f"{exc} (setting INSITU_DEID_ALLOW_LIST_EXTRA)")
     mapping = None
     if clinical is not None:
         if clinical_map is None:
