@@ -78,6 +78,23 @@ def _instances(platform: Platform) -> int:
         return session.scalar(select(func.count(Instance.id))) or 0
 
 
+STORESCU = ("storescu", "-aet", "HOSPITAL_PACS", "-aec", "INSITU", "+sd", "+r")
+
+
+def _send_and_wait(port: int, path: Path, platform: Platform, expected: int) -> None:
+    """storescu (default settings) sends a file or folder; wait until it is catalogued."""
+    sent = subprocess.run(
+        [*STORESCU, "127.0.0.1", str(port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    deadline = time.monotonic() + 30
+    while _instances(platform) < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_storescu_delivers_into_the_catalogue(
     listener: tuple[DicomListener, int], sqlite_platform: Platform, tmp_path: Path
 ) -> None:
@@ -85,27 +102,7 @@ def test_storescu_delivers_into_the_catalogue(
     corpus = generate_corpus(
         tmp_path / "export", subjects=2, ct_slices=5, mr_slices=0, rows=64, columns=64
     )
-    sent = subprocess.run(
-        [
-            "storescu",
-            "-aet",
-            "HOSPITAL_PACS",
-            "-aec",
-            "INSITU",
-            "+sd",
-            "+r",
-            "127.0.0.1",
-            str(port),
-            str(corpus.root),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert sent.returncode == 0, sent.stderr
-    deadline = time.monotonic() + 30
-    while _instances(sqlite_platform) < 10 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    _send_and_wait(port, corpus.root, sqlite_platform, expected=10)
     assert _instances(sqlite_platform) == 10
     assert server.received == 10
     # What arrived over the network is de-identified like any other ingest.
@@ -379,16 +376,7 @@ def test_planted_identifiers_sent_by_c_store_go_through_the_same_engine(
     path = tmp_path / "planted" / "wrong-vr.dcm"
     path.parent.mkdir()
     path.write_bytes(adversarial.wrong_vr_file())
-    sent = subprocess.run(
-        ["storescu", "-aet", "HOSPITAL_PACS", "-aec", "INSITU", "127.0.0.1", str(port), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert sent.returncode == 0, sent.stderr
-    deadline = time.monotonic() + 30
-    while _instances(sqlite_platform) < 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    _send_and_wait(port, path, sqlite_platform, expected=1)
     assert _instances(sqlite_platform) == 1
     for digest in sqlite_platform.store.digests():
         data = sqlite_platform.store.get(digest)

@@ -29,7 +29,12 @@ from pydicom.uid import (
 from insitu.ingest.deid import values
 from insitu.ingest.deid.allowlist import AllowList
 from insitu.ingest.deid.engine import DeidEngine, SubjectContext
-from insitu.ingest.deid.pixels import PixelDataError, strip_encapsulated, strips_segments
+from insitu.ingest.deid.pixels import (
+    SEQUENCE_DELIMITATION_ITEM,
+    PixelDataError,
+    strip_encapsulated,
+    strips_segments,
+)
 from insitu.ingest.deid.table import Options
 from insitu.ingest.encoder import encode_dataset, encode_file_meta
 from insitu.ingest.pseudonyms import Pseudonymizer
@@ -218,11 +223,11 @@ def _strip_pixel_segments(
     elem = ds.get_item(0x7FE00010)
     if elem is not None and isinstance(elem.value, bytes) and elem.value[:4] == b"\xfe\xff\x00\xe0":
         new_value = strip_encapsulated(
-            elem.value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", str(transfer_syntax), frames
+            elem.value + SEQUENCE_DELIMITATION_ITEM, str(transfer_syntax), frames
         )
         if new_value is not None:
             actions[("JPEG comment and application segments", "X")] += 1
-            ds.PixelData = new_value[:-8]
+            ds.PixelData = new_value[: -len(SEQUENCE_DELIMITATION_ITEM)]
             ds["PixelData"].VR = "OB"
             ds["PixelData"].is_undefined_length = True
     return tail

@@ -18,6 +18,8 @@ from pydicom.encaps import encapsulate
 
 _ITEM = b"\xfe\xff\x00\xe0"
 _DELIMITER = 0xFFFEE0DD
+SEQUENCE_DELIMITATION_ITEM = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+"""(FFFE,E0DD) with length 0: the end of encapsulated pixel data."""
 _JPEG_SYNTAXES = frozenset(
     {
         "1.2.840.10008.1.2.4.50",
@@ -74,8 +76,8 @@ def strip_encapsulated(
     new_frames = [
         new if new is not None else old for new, old in zip(stripped, frame_list, strict=True)
     ]
-    return encapsulate(new_frames, fragments_per_frame=1, has_bot=True) + struct.pack(
-        "<HHL", 0xFFFE, 0xE0DD, 0
+    return encapsulate(new_frames, fragments_per_frame=1, has_bot=True) + (
+        SEQUENCE_DELIMITATION_ITEM
     )
 
 
