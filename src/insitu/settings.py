@@ -10,7 +10,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     deid_allow_list_extra: Path | None = None
     """A TOML file of extra allow-list entries (same format as the shipped
     ``ingest/deid/data/allow-list.toml``); its fingerprint is recorded in every instance."""
+    ocr: Literal["tesseract", "off"] = "tesseract"
+    """Burned-in text check on the pixels of risky modalities (US, SC, XA, RF, ES, CR, DX,
+    OT, ...) whose header says Burned In Annotation NO; ``off`` trusts such headers."""
+    quarantine_retention_days: int = Field(default=0, ge=0)
+    """Undecided quarantined instances older than this are deleted (0: kept until a steward
+    decides); applied when an ingest starts and by ``insitu quarantine expire``."""
     allowed_calling_ae_titles: str = ""
     """Comma-separated calling AE titles the DICOM listener accepts (empty: refuse all)."""
     upload_max_bytes: int = 20 * 1024**3

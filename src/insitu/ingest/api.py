@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from insitu.access.permissions import DbSession, Steward, get_platform
 from insitu.core.platform import Platform
+from insitu.db import session_scope
+from insitu.ingest import quarantine as quarantine_service
 from insitu.ingest import service
 from insitu.ingest.deid.table import Options, OptionsError
 from insitu.ingest.sources import SourceItem, iter_sources
@@ -103,6 +106,58 @@ def quarantine(
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    reason_code: Annotated[str | None, Query(max_length=32)] = None,
+    series_instance_uid: Annotated[str | None, Query(max_length=64)] = None,
+    batch_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
-    """Instances held back because their pixels may show identity, with the reason."""
-    return {"items": service.list_quarantine(session, limit, offset)}
+    """Instances held back because their pixels may show identity, with the reason;
+    filtered by reason code, series or batch."""
+    selection = quarantine_service.Selection(
+        reason_code=reason_code, series_instance_uid=series_instance_uid, batch_id=batch_id
+    )
+    return {"items": quarantine_service.list_items(session, selection, limit, offset)}
+
+
+@router.get("/quarantine/summary")
+def quarantine_summary(_principal: Steward, session: DbSession) -> dict[str, Any]:
+    """The quarantine grouped by reason and by series, oldest series first."""
+    return quarantine_service.summary(session)
+
+
+class QuarantineDecision(BaseModel):
+    """Release or delete the quarantined instances that match every given criterion."""
+
+    decision: quarantine_service.Decision
+    reason_code: str | None = Field(default=None, max_length=32)
+    series_instance_uid: str | None = Field(default=None, max_length=64)
+    batch_id: int | None = Field(default=None, ge=1)
+    sop_instance_uids: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+def decide_quarantine(
+    platform: Platform, body: QuarantineDecision, actor: str
+) -> quarantine_service.Outcome:
+    """The decision's boundary: one transaction with its ledger entry, then blob deletes."""
+    selection = quarantine_service.Selection(
+        reason_code=body.reason_code,
+        series_instance_uid=body.series_instance_uid,
+        sop_instance_uids=tuple(body.sop_instance_uids),
+        batch_id=body.batch_id,
+    )
+    try:
+        with session_scope(platform.sessions) as session:
+            outcome = quarantine_service.decide(
+                session, platform.store, selection, body.decision, actor
+            )
+    except quarantine_service.QuarantineError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    quarantine_service.delete_blobs(platform.store, outcome.unreferenced)
+    return outcome
+
+
+@router.post("/quarantine/decisions")
+def quarantine_decision(
+    body: QuarantineDecision, principal: Steward, platform: PlatformDep
+) -> dict[str, Any]:
+    """Release quarantined instances into the catalogue, or delete them (steward role)."""
+    return decide_quarantine(platform, body, ledger.user_actor(principal.user_id)).as_dict()

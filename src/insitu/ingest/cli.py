@@ -9,7 +9,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from insitu.cli.common import api_get, emit_json, fail, local_platform, settings_or_fail, stderr
+from insitu.cli.common import (
+    api_get,
+    api_request,
+    emit_json,
+    fail,
+    local_platform,
+    settings_or_fail,
+    stderr,
+)
 from insitu.ingest import service
 from insitu.ingest.clinical import ClinicalMapping, ClinicalMappingError
 from insitu.ingest.deid.allowlist import AllowListError, load_allow_list
@@ -188,22 +196,149 @@ def dicom_listen(
         listener.serve(host, port)
 
 
-quarantine_app = typer.Typer(help="Instances held back for review.", no_args_is_help=True)
+quarantine_app = typer.Typer(
+    help="Instances held back because their pixels may show identity: review them in bulk.",
+    no_args_is_help=True,
+)
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help="Reason code: burned-in-yes, burned-in-absent, ocr-text, text-check-failed, "
+        "pixels-unchecked.",
+    ),
+]
+SeriesOption = Annotated[
+    str | None, typer.Option("--series", help="Series Instance UID (as catalogued).")
+]
+BatchOption = Annotated[int | None, typer.Option("--batch", min=1, help="Ingest batch id.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @quarantine_app.command("list")
 def quarantine_list(
+    reason: ReasonOption = None,
+    series: SeriesOption = None,
+    batch: BatchOption = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
-    """List quarantined instances and why (steward role)."""
-    data = api_get("/quarantine", {"limit": limit})
+    """List quarantined instances and why, newest first (steward role)."""
+    params = {
+        "limit": limit,
+        "reason_code": reason,
+        "series_instance_uid": series,
+        "batch_id": batch,
+    }
+    data = api_get("/quarantine", params)
     if json_output:
         emit_json(data)
         return
-    table = Table("subject", "modality", "SOP Instance UID", "reason")
+    table = Table("subject", "modality", "SOP Instance UID", "reason code", "reason")
     for item in data["items"]:
         table.add_row(
-            item["subject"], item["modality"] or "", item["sop_instance_uid"], item["reason"]
+            item["subject"],
+            item["modality"] or "",
+            item["sop_instance_uid"],
+            item["reason_code"],
+            item["reason"],
         )
     stderr.print(table)
+
+
+@quarantine_app.command("summary")
+def quarantine_summary(json_output: JsonOption = False) -> None:
+    """The quarantine by reason and by series: what to decide on in bulk (steward role)."""
+    data = api_get("/quarantine/summary")
+    if json_output:
+        emit_json(data)
+        return
+    reasons = Table("reason code", "instances", "meaning", title=f"{data['total']} quarantined")
+    for row in data["reasons"]:
+        reasons.add_row(row["reason_code"], str(row["count"]), row["meaning"])
+    stderr.print(reasons)
+    series = Table("Series Instance UID", "reason code", "subject", "modality", "instances")
+    for row in data["series"]:
+        series.add_row(
+            row["series_instance_uid"],
+            row["reason_code"],
+            row["subject"],
+            row["modality"] or "",
+            str(row["count"]),
+        )
+    stderr.print(series)
+
+
+def _decide(
+    decision: str,
+    reason: str | None,
+    series: str | None,
+    batch: int | None,
+    uids: list[str] | None,
+    json_output: bool,
+) -> None:
+    if not (reason or series or batch or uids):
+        fail("say which instances: --reason, --series, --batch or SOP Instance UIDs")
+    body = {
+        "decision": decision,
+        "reason_code": reason,
+        "series_instance_uid": series,
+        "batch_id": batch,
+        "sop_instance_uids": uids or [],
+    }
+    data = api_request("POST", "/quarantine/decisions", json_body=body)
+    if json_output:
+        emit_json(data)
+        return
+    verb = "released into the catalogue" if decision == "release" else "deleted"
+    reasons = ", ".join(f"{code}: {n}" for code, n in sorted(data["reasons"].items()))
+    stderr.print(f"{data['count']} instance(s) {verb} ({reasons}); recorded in the ledger")
+
+
+UidsArgument = Annotated[
+    list[str] | None, typer.Argument(help="SOP Instance UIDs (optional with a filter).")
+]
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    uids: UidsArgument = None,
+    reason: ReasonOption = None,
+    series: SeriesOption = None,
+    batch: BatchOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Release the matching instances into the catalogue after looking at them (steward).
+
+    Every given filter must match. One ledger entry records the count and reasons."""
+    _decide("release", reason, series, batch, uids, json_output)
+
+
+@quarantine_app.command("delete")
+def quarantine_delete(
+    uids: UidsArgument = None,
+    reason: ReasonOption = None,
+    series: SeriesOption = None,
+    batch: BatchOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete the matching instances and their blobs (steward role); recorded in the ledger."""
+    _decide("delete", reason, series, batch, uids, json_output)
+
+
+@quarantine_app.command("expire")
+def quarantine_expire(json_output: JsonOption = False) -> None:
+    """Delete undecided instances older than INSITU_QUARANTINE_RETENTION_DAYS (host command,
+    e.g. from cron; ingest also applies it when a batch starts)."""
+    settings = settings_or_fail()
+    if settings.quarantine_retention_days <= 0:
+        fail("INSITU_QUARANTINE_RETENTION_DAYS is 0: quarantined instances are kept until decided")
+    with local_platform(settings) as platform:
+        outcome = service.expire_quarantine(platform)
+    if json_output:
+        emit_json(outcome.as_dict())
+        return
+    stderr.print(
+        f"{outcome.count} quarantined instance(s) older than "
+        f"{settings.quarantine_retention_days} days deleted"
+    )

@@ -71,6 +71,8 @@ class QuarantinedInstance(Base):
     blob_digest: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text)
+    reason_code: Mapped[str] = mapped_column(String(32), index=True, default="burned-in-absent")
+    """The kind of reason (``processor.QUARANTINE_CODES``): stewards decide in bulk by it."""
     deid_options: Mapped[str] = mapped_column(String(255))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_batches.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -29,6 +29,7 @@ from pydicom.uid import (
 from insitu.ingest.deid import values
 from insitu.ingest.deid.allowlist import AllowList
 from insitu.ingest.deid.engine import DeidEngine, SubjectContext
+from insitu.ingest.deid.ocr import OcrUnavailableError, TesseractDetector
 from insitu.ingest.deid.pixels import (
     SEQUENCE_DELIMITATION_ITEM,
     PixelDataError,
@@ -75,6 +76,9 @@ class WorkerConfig:
     store: BlobStore
     allow_list: AllowList | None = None
     """The deployment's allow-list (shipped plus extension); None: the shipped one."""
+    ocr: bool = True
+    """Read the pixels of risky instances whose header says Burned In Annotation NO with
+    tesseract; off: such headers are trusted (INSITU_OCR=off)."""
     niceness: int = 0
     """Added to worker processes' nice value: the listener lowers them so that receiving
     from the network is never starved by de-identification."""
@@ -89,6 +93,8 @@ class Outcome:
     error: str | None = None
     staged: StagedBlob | None = None
     quarantine_reason: str | None = None
+    quarantine_code: str | None = None
+    """The reason's kind (``QUARANTINE_CODES``): stewards review the quarantine by it."""
     alternate_uid: str | None = None
     """The SOP Instance UID this instance would have had under the other UID choice
     (retained or remapped): a re-ingest with other options is a conflict, not a copy."""
@@ -105,6 +111,7 @@ class InstanceProcessor:
         self.config = config
         self.pseudonymizer = Pseudonymizer(config.secret)
         self.engine = DeidEngine(config.options, self.pseudonymizer, config.allow_list)
+        self.detector = TesseractDetector() if config.ocr else None
 
     def process(self, source: str, data: bytes) -> Outcome:
         """De-identify and stage one file's bytes; never raises for bad input."""
@@ -125,9 +132,36 @@ class InstanceProcessor:
             )
             return outcome
         outcome.attributes = catalog_attributes(ds, transfer_syntax)
-        outcome.quarantine_reason = outcome.quarantine_reason or quarantine_reason(ds)
+        if outcome.quarantine_code is None:
+            found = quarantine_reason(ds)
+            if found is None and self.detector is not None and is_risky(ds):
+                found = self._read_pixels(output)
+            if found is not None:
+                outcome.quarantine_code, outcome.quarantine_reason = found
         outcome.staged = self.config.store.stage(output)
         return outcome
+
+    def _read_pixels(self, output: bytes) -> tuple[str, str] | None:
+        """OCR on the de-identified instance's pixels; a quarantine reason or None."""
+        if self.detector is None:
+            return None
+        try:
+            full = pydicom.dcmread(io.BytesIO(output))
+            finding = self.detector.find_text(full)
+        except OcrUnavailableError as exc:
+            return "text-check-failed", f"the burned-in text check could not run ({exc})"
+        except Exception as exc:  # noqa: BLE001 - undecodable pixels are held, not passed
+            return "text-check-failed", (
+                f"the pixels could not be decoded for the burned-in text check "
+                f"({type(exc).__name__}); review them before release"
+            )
+        if finding.words == 0:
+            return None
+        # Counts only: what the OCR read may be a name.
+        return "ocr-text", (
+            f"OCR found {finding.words} word(s) of text in {finding.frames_with_text} of "
+            f"{finding.frames_sampled} sampled frame(s), though Burned In Annotation is NO"
+        )
 
     def _deidentify(self, data: bytes, outcome: Outcome) -> tuple[bytes, Dataset, UID]:
         fp = io.BytesIO(data)
@@ -165,6 +199,7 @@ class InstanceProcessor:
         try:
             tail = _strip_pixel_segments(ds, tail, transfer_syntax, report.actions)
         except PixelDataError as exc:
+            outcome.quarantine_code = "pixels-unchecked"
             outcome.quarantine_reason = (
                 f"the compressed pixel data could not be checked for text segments ({exc})"
             )
@@ -390,18 +425,32 @@ def catalog_attributes(ds: Dataset, transfer_syntax: str) -> dict[str, Any]:
     }
 
 
-def quarantine_reason(ds: Dataset) -> str | None:
-    """Why an instance's pixels may carry identity, or None when they are presumed clean."""
+QUARANTINE_CODES = {
+    "burned-in-yes": "the header says the pixels show text",
+    "burned-in-absent": "a risky modality or SOP class without Burned In Annotation",
+    "ocr-text": "the OCR found text though the header says NO",
+    "text-check-failed": "the pixels could not be read for the text check",
+    "pixels-unchecked": "compressed pixel data could not be checked for text segments",
+}
+
+
+def is_risky(ds: Dataset) -> bool:
+    """Whether the modality or SOP class often carries burned-in text."""
+    sop_class = _first_text(ds, _TAGS["SOPClassUID"])
+    modality = _first_text(ds, _TAGS["Modality"]).upper()
+    return sop_class.startswith(_RISKY_SOP_PREFIXES) or modality in _RISKY_MODALITIES
+
+
+def quarantine_reason(ds: Dataset) -> tuple[str, str] | None:
+    """Why the header says an instance's pixels may carry identity, as (code, reason)."""
     burned_in = _first_text(ds, 0x00280301).upper()
     if burned_in == "YES":
-        return "Burned In Annotation (0028,0301) is YES: the pixels show text"
-    if burned_in == "NO":
+        return "burned-in-yes", "Burned In Annotation (0028,0301) is YES: the pixels show text"
+    if burned_in == "NO" or not is_risky(ds):
         return None
     sop_class = _first_text(ds, _TAGS["SOPClassUID"])
     modality = _first_text(ds, _TAGS["Modality"]).upper()
-    if sop_class.startswith(_RISKY_SOP_PREFIXES) or modality in _RISKY_MODALITIES:
-        return (
-            f"modality {modality or '?'} / SOP class {sop_class} without Burned In Annotation: "
-            "its pixels may show identifying text"
-        )
-    return None
+    return "burned-in-absent", (
+        f"modality {modality or '?'} / SOP class {sop_class} without Burned In Annotation: "
+        "its pixels may show identifying text"
+    )

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from insitu.catalog import service as catalog
 from insitu.core.platform import Platform
 from insitu.db import session_scope, utcnow
+from insitu.ingest import quarantine
 from insitu.ingest.clinical import ClinicalMapping, parse_rows
 from insitu.ingest.deid.allowlist import AllowList, load_allow_list
 from insitu.ingest.deid.table import Options
@@ -276,6 +277,7 @@ class _GroupWriter:
                             blob_digest=staged.digest,
                             size=staged.size,
                             reason=outcome.quarantine_reason,
+                            reason_code=outcome.quarantine_code or "burned-in-absent",
                             deid_options=self.record,
                             batch_id=self.batch_id,
                         )
@@ -285,6 +287,7 @@ class _GroupWriter:
                             {
                                 "sop_instance_uid": attrs["sop_instance_uid"],
                                 "reason": outcome.quarantine_reason,
+                                "reason_code": outcome.quarantine_code or "burned-in-absent",
                             }
                         )
                     continue
@@ -362,6 +365,7 @@ def ingest(
     started = time.perf_counter()
     allow_list = load_allow_list(platform.settings.deid_allow_list_extra)
     record = deid_record(options, allow_list)
+    expire_quarantine(platform, actor)
     with session_scope(platform.sessions) as session:
         batch_id = start_batch(session, source_kind, site, options, actor, record).id
     if isinstance(platform.store, LocalBlobStore):
@@ -373,6 +377,7 @@ def ingest(
         site=site,
         store=platform.store,
         allow_list=allow_list,
+        ocr=platform.settings.ocr == "tesseract",
         niceness=worker_niceness,
     )
     group: list[Outcome] = []
@@ -392,6 +397,14 @@ def ingest(
     with session_scope(platform.sessions) as session:
         finish_batch(session, batch_id, report, actor)
     return IngestResult(batch_id, report, writer.tally.terminal_failures)
+
+
+def expire_quarantine(platform: Platform, actor: str = ledger.HOST_ACTOR) -> quarantine.Outcome:
+    """Apply the quarantine retention setting: its own transaction, then the blob deletes."""
+    with session_scope(platform.sessions) as session:
+        outcome = quarantine.expire(session, platform.settings.quarantine_retention_days, actor)
+    quarantine.delete_blobs(platform.store, outcome.unreferenced)
+    return outcome
 
 
 def _ingest_clinical(
@@ -478,32 +491,6 @@ def _report(
             "P": "subject pseudonym",
         },
     }
-
-
-def list_quarantine(session: Session, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """Quarantined instances, newest first, with the reason."""
-    rows = session.scalars(
-        select(QuarantinedInstance)
-        .order_by(QuarantinedInstance.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return [
-        {
-            "sop_instance_uid": q.sop_instance_uid,
-            "series_instance_uid": q.series_instance_uid,
-            "study_instance_uid": q.study_instance_uid,
-            "subject": q.subject_pseudonym,
-            "site": q.site,
-            "modality": q.modality,
-            "sop_class_uid": q.sop_class_uid,
-            "size": q.size,
-            "reason": q.reason,
-            "batch_id": q.batch_id,
-            "created_at": q.created_at.isoformat(),
-        }
-        for q in rows
-    ]
 
 
 def get_batch(session: Session, batch_id: int) -> IngestBatch | None:
