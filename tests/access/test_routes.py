@@ -124,6 +124,11 @@ EXPECTED = {
     ("POST", "/api/v1/uploads"): ("steward",),
     ("GET", "/api/v1/ingest/batches/{batch_id}"): ("steward",),
     ("GET", "/api/v1/quarantine"): ("steward",),
+    ("GET", "/api/v1/quarantine/summary"): ("steward",),
+    ("POST", "/api/v1/quarantine/decisions"): ("steward",),
+    ("GET", "/quarantine"): ("public",),  # a page: tests/ingest/test_quarantine.py
+    ("POST", "/quarantine/decide"): ("steward",),
+    ("GET", "/quarantine/{sop_instance_uid}/preview.jpg"): ("steward",),
     ("GET", "/api/v1/catalog/series"): ("steward",),
     ("GET", "/api/v1/catalog/subjects"): ("steward",),
     ("GET", "/api/v1/catalog/stats"): ("steward",),
@@ -176,6 +181,7 @@ def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
         .replace("{name}", "p")
         .replace("{version}", "1")
         .replace("{user_name}", "u")
+        .replace("{sop_instance_uid}", "1.2.6")
     )
     content = b"x" if method in {"POST", "PATCH", "PUT"} else None
     return int(client.request(method, url, content=content, headers=headers).status_code)
@@ -250,6 +256,7 @@ def test_public_routes_and_docs(client: TestClient) -> None:
 # added to one of the two.
 NOT_OWNED = {
     ("GET", "/api/v1/ingest/batches/{batch_id}"),
+    ("GET", "/quarantine/{sop_instance_uid}/preview.jpg"),  # the stewards' shared review
     ("PUT", "/api/v1/flavors/{name}"),  # the admins' shared settings
     ("POST", "/admin/flavors/{name}"),
     ("POST", "/admin/users/{name}/role"),

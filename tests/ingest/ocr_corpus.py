@@ -200,3 +200,21 @@ def multiframe(kind: str, frames: int, text_frame: int | None, seed: int = 15) -
             _draw_text(image, rng)
         stack.append(image)
     return _dataset(kind, np.stack(stack), frames)
+
+
+def clear_text_case(
+    kind: str = "US", phrase: str = "DOE^JANE 1961-03-17", seed: int = 3
+) -> Dataset:
+    """One instance whose header says NO but whose pixels show a large, plain name."""
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    image = _background(kind, rng, np_rng)
+    picture = Image.fromarray((image * 255).astype(np.uint8))
+    font = ImageFont.truetype(str(_FONT_DIR / "DejaVuSans.ttf"), 24)
+    ImageDraw.Draw(picture).text((14, 10), phrase, fill=255, font=font)
+    return _dataset(kind, np.asarray(picture, dtype=np.float32) / 255.0)
+
+
+def clean_case(kind: str = "US", seed: int = 4) -> Dataset:
+    """One instance without text in its pixels, header NO."""
+    return _dataset(kind, _background(kind, random.Random(seed), np.random.default_rng(seed)))

@@ -18,6 +18,7 @@ from insitu.core.platform import Platform
 from insitu.db import session_scope
 from insitu.ingest import quarantine as quarantine_service
 from insitu.ingest import service
+from insitu.ingest.deid.ocr import OcrUnavailableError
 from insitu.ingest.deid.table import Options, OptionsError
 from insitu.ingest.sources import SourceItem, iter_sources
 from insitu.ledger import service as ledger
@@ -68,16 +69,19 @@ async def upload(
         if received == 0:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the upload is empty")
         items = _rename(iter_sources([spool]), spool, Path(filename).name)
-        result = await run_in_threadpool(
-            service.ingest,
-            platform,
-            items,
-            site=site or settings.site,
-            options=deid_options,
-            source_kind="upload",
-            workers=1,
-            actor=ledger.user_actor(principal.user_id),
-        )
+        try:
+            result = await run_in_threadpool(
+                service.ingest,
+                platform,
+                items,
+                site=site or settings.site,
+                options=deid_options,
+                source_kind="upload",
+                workers=1,
+                actor=ledger.user_actor(principal.user_id),
+            )
+        except OcrUnavailableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             spool.unlink()

@@ -21,8 +21,10 @@ from insitu.cli.common import (
 from insitu.ingest import service
 from insitu.ingest.clinical import ClinicalMapping, ClinicalMappingError
 from insitu.ingest.deid.allowlist import AllowListError, load_allow_list
+from insitu.ingest.deid.ocr import OcrUnavailableError, TesseractDetector
 from insitu.ingest.deid.table import DeidOption, Options, OptionsError
 from insitu.ingest.sources import count_sources, iter_sources
+from insitu.settings import Settings
 
 MAX_EXIT_STATUS = 100
 OPTIONS_HELP = (
@@ -30,6 +32,19 @@ OPTIONS_HELP = (
     "retain-long-modified-dates). One of: " + ", ".join(o.value for o in DeidOption) + "; "
     "'none' for the Basic Profile alone."
 )
+
+
+def _check_deid_settings(settings: Settings) -> None:
+    """Stop before any work on a bad allow-list extension or a missing OCR engine."""
+    try:
+        load_allow_list(settings.deid_allow_list_extra)
+    except AllowListError as exc:
+        fail(f"{exc} (setting INSITU_DEID_ALLOW_LIST_EXTRA)")
+    if settings.ocr == "tesseract":
+        try:
+            TesseractDetector()
+        except OcrUnavailableError as exc:
+            fail(str(exc))
 
 
 def ingest_command(
@@ -68,10 +83,7 @@ def ingest_command(
         deid_options = Options.parse(options if options is not None else settings.deid_options)
     except OptionsError as exc:
         fail(str(exc))
-    try:
-        load_allow_list(settings.deid_allow_list_extra)  # a bad extension stops before any work
-    except AllowListError as exc:
-        fail(f"{exc} (setting INSITU_DEID_ALLOW_LIST_EXTRA)")
+    _check_deid_settings(settings)
     mapping = None
     if clinical is not None:
         if clinical_map is None:
@@ -179,6 +191,7 @@ def dicom_listen(
         deid_options = Options.parse(options if options is not None else settings.deid_options)
     except OptionsError as exc:
         fail(str(exc))
+    _check_deid_settings(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with local_platform(settings) as platform:

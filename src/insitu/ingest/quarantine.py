@@ -154,6 +154,7 @@ def summary(session: Session, limit: int = 500) -> dict[str, Any]:
             func.min(QuarantinedInstance.modality),
             func.count(),
             func.min(QuarantinedInstance.created_at),
+            func.min(QuarantinedInstance.sop_instance_uid),
         )
         .group_by(QuarantinedInstance.series_instance_uid, QuarantinedInstance.reason_code)
         .order_by(func.min(QuarantinedInstance.created_at))
@@ -173,10 +174,18 @@ def summary(session: Session, limit: int = 500) -> dict[str, Any]:
                 "modality": modality,
                 "count": int(n),
                 "oldest": oldest.isoformat(),
+                "first_sop_instance_uid": first,
             }
-            for series, code, subject, modality, n, oldest in by_series
+            for series, code, subject, modality, n, oldest, first in by_series
         ],
     }
+
+
+def blob_of(session: Session, sop_instance_uid: str) -> QuarantinedInstance | None:
+    """One quarantined instance by its SOP Instance UID."""
+    return session.scalars(
+        select(QuarantinedInstance).where(QuarantinedInstance.sop_instance_uid == sop_instance_uid)
+    ).first()
 
 
 def _uid_hash(uids: Sequence[str]) -> str:

@@ -27,6 +27,7 @@ from insitu.db import session_scope, utcnow
 from insitu.ingest import quarantine
 from insitu.ingest.clinical import ClinicalMapping, parse_rows
 from insitu.ingest.deid.allowlist import AllowList, load_allow_list
+from insitu.ingest.deid.ocr import TesseractDetector
 from insitu.ingest.deid.table import Options
 from insitu.ingest.models import BatchStatus, IngestBatch, IngestError, QuarantinedInstance
 from insitu.ingest.processor import InstanceProcessor, Outcome, WorkerConfig
@@ -363,6 +364,8 @@ def ingest(
     start-up off the critical path of a one-shot command.
     """
     started = time.perf_counter()
+    if platform.settings.ocr == "tesseract":
+        TesseractDetector()  # no tesseract: fail before any work, not in every worker
     allow_list = load_allow_list(platform.settings.deid_allow_list_extra)
     record = deid_record(options, allow_list)
     expire_quarantine(platform, actor)

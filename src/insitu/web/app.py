@@ -32,6 +32,7 @@ from insitu.web.explorer import api as explorer_api
 from insitu.web.explorer import router as explorer_pages
 from insitu.web.metrics import router as metrics_router
 from insitu.web.pages import router as pages_router
+from insitu.web.quarantine import router as quarantine_pages
 from insitu.web.render import STATIC
 from insitu.web.viewing import FrameCache, ScopeCache, Viewing
 from insitu.web.work import router as work_pages
@@ -92,6 +93,7 @@ def create_app(
     app.include_router(access_pages)
     app.include_router(dataset_pages)
     app.include_router(release_pages)
+    app.include_router(quarantine_pages)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     errors.install(app)
     return app
