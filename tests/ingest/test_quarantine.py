@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 from sqlalchemy import select, update
 
 from insitu.access import service as access
@@ -306,7 +306,7 @@ def test_ocr_reads_only_risky_instances_and_can_be_turned_off(platform: Platform
     def ct_with_text(seed: int) -> bytes:
         ds = clear_text_case("US", seed=seed)
         ds.Modality = "CT"
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
         return _part10(ds)
 
     on = _ingest(platform, [_part10(clear_text_case("US", seed=8)), ct_with_text(10)])
