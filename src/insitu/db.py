@@ -7,7 +7,7 @@ that opened the session owns the transaction (see ``session_scope``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -78,6 +78,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def purge_old_row_versions(engine: Engine, tables: Sequence[str]) -> None:
+    """Rewrite the database so that old versions of changed or deleted rows are gone from
+    its files, not just unreachable (re-scrub: a purged value must not stay at rest).
+
+    SQLite: VACUUM rebuilds the file without free pages, then the write-ahead log is
+    truncated. PostgreSQL: VACUUM FULL rewrites each named table into a new file.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("VACUUM")
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif engine.dialect.name == "postgresql":
+            for table in tables:
+                connection.exec_driver_sql(f'VACUUM FULL "{table}"')
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

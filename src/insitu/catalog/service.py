@@ -564,3 +564,77 @@ def delete_subject(session: Session, pseudonym: str) -> list[str]:
     session.execute(delete(ClinicalRecord).where(ClinicalRecord.subject_id == subject_id))
     session.execute(delete(Subject).where(Subject.id == subject_id))
     return digests
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """A catalogued instance as the re-scrub sees it."""
+
+    sop_instance_uid: str
+    series_id: int
+    blob_digest: str
+    deid_options: str
+
+
+def stored_instances(session: Session) -> list[StoredInstance]:
+    """Every catalogued instance with its blob and de-identification record."""
+    rows = session.execute(
+        select(
+            Instance.sop_instance_uid,
+            Instance.series_id,
+            Instance.blob_digest,
+            Instance.deid_options,
+        ).order_by(Instance.id)
+    ).all()
+    return [StoredInstance(str(u), int(s), str(d), str(o)) for u, s, d, o in rows]
+
+
+_SERIES_FIELDS = (
+    "body_part_examined",
+    "manufacturer",
+    "manufacturer_model_name",
+    "series_description",
+    "series_date",
+    "series_number",
+)
+
+
+def replace_instance_blob(
+    session: Session,
+    sop_instance_uid: str,
+    attributes: Mapping[str, Any],
+    digest: str,
+    size: int,
+    deid_options: str,
+) -> None:
+    """A re-de-identified instance: its new blob, and the catalogue fields rewritten from it
+    (a field the current rules no longer keep becomes empty: it is purged, not kept)."""
+    instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+    if instance is None:
+        raise LookupError(f"no catalogued instance {sop_instance_uid}")
+    instance.blob_digest = digest
+    instance.size = size
+    instance.deid_options = deid_options
+    instance.transfer_syntax_uid = attributes["transfer_syntax_uid"]
+    instance.content_date = attributes["content_date"]
+    series = instance.series
+    for name in _SERIES_FIELDS:
+        setattr(series, name, attributes[name])
+    series.study.study_description = attributes["study_description"]
+    series.study.study_date = attributes["study_date"]
+
+
+def remove_instance(session: Session, sop_instance_uid: str) -> tuple[int, str] | None:
+    """Take one instance out of the catalogue (it goes to the quarantine); its series id and
+    blob digest, or None when it is not catalogued."""
+    instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+    if instance is None:
+        return None
+    found = (instance.series_id, instance.blob_digest)
+    session.delete(instance)
+    return found
+
+
+def site_of_subject(session: Session, pseudonym: str) -> str | None:
+    """The site a subject pseudonym belongs to."""
+    return session.scalar(select(Subject.site).where(Subject.pseudonym == pseudonym))

@@ -26,7 +26,7 @@ from insitu.cli.common import (
 from insitu.core.platform import Platform, open_platform
 from insitu.datasets.cli import dataset_app
 from insitu.db import session_scope
-from insitu.ingest.cli import dicom_listen, ingest_command, quarantine_app
+from insitu.ingest.cli import dicom_listen, ingest_app, quarantine_app
 from insitu.jobs.cli import job_app
 from insitu.ledger import service as ledger
 from insitu.ledger.cli import ledger_app
@@ -50,7 +50,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(dicom_app, name="dicom")
-app.command("ingest")(ingest_command)
+app.add_typer(ingest_app, name="ingest")
 app.command("whoami")(whoami)
 app.command("login")(login)
 app.add_typer(token_app, name="token")

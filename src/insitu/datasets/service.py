@@ -423,9 +423,13 @@ def mark_corrupted(session: Session, dataset: Dataset, detail: str) -> None:
     )
 
 
-def new_version(session: Session, dataset: Dataset, actor_id: int) -> Dataset:
-    """A draft that starts as a copy of a released version and links back to it."""
-    _require_steward(session, dataset, actor_id)
+def new_version(session: Session, dataset: Dataset, actor_id: int | None) -> Dataset:
+    """A draft that starts as a copy of a released version and links back to it.
+
+    ``actor_id`` None: the host made it (``insitu ingest rescrub``), for the stewards to
+    check and release; it is recorded as the previous version's creator's draft."""
+    if actor_id is not None:
+        _require_steward(session, dataset, actor_id)
     if dataset.state == DatasetState.draft:
         raise StateConflictError(f"{dataset.name} v{dataset.version} is still a draft: edit it")
     latest = session.scalar(select(func.max(Dataset.version)).where(Dataset.name == dataset.name))
@@ -444,7 +448,7 @@ def new_version(session: Session, dataset: Dataset, actor_id: int) -> Dataset:
         state=DatasetState.draft,
         provenance=dict(dataset.provenance),
         selection={**dataset.selection, "from_version": dataset.version},
-        created_by=actor_id,
+        created_by=actor_id if actor_id is not None else dataset.created_by,
     )
     session.add(draft)
     session.flush()
@@ -456,7 +460,7 @@ def new_version(session: Session, dataset: Dataset, actor_id: int) -> Dataset:
     ledger.record(
         session,
         DATASET_CREATED,
-        actor=ledger.user_actor(actor_id),
+        actor=ledger.user_actor(actor_id) if actor_id is not None else ledger.HOST_ACTOR,
         subject=_subject(draft),
         payload={"version": draft.version, "previous": _subject(dataset)},
     )
@@ -738,6 +742,13 @@ def verify_dataset(
 
 
 SMALL_COUNT = 5  # counts under this are shown as "<5" to anyone but the dataset's stewards
+
+
+def forget_statistics(session: Session, dataset: Dataset) -> None:
+    """Drop a frozen version's cached statistics (re-scrub purged values they counted)."""
+    cached = session.get(DatasetStatistics, dataset.id)
+    if cached is not None:
+        session.delete(cached)
 
 
 def _frozen_statistics(session: Session, dataset: Dataset) -> dict[str, Any]:

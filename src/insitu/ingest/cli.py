@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer._click.core import Context
+from typer.core import TyperGroup
 
 from insitu.cli.common import (
     api_get,
@@ -34,6 +36,23 @@ OPTIONS_HELP = (
 )
 
 
+class _IngestGroup(TyperGroup):
+    """``insitu ingest PATH...`` runs ``insitu ingest files PATH...``: the subcommands
+    (``rescrub``) are named first; anything else is the files' arguments."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["files", *args]
+        return super().parse_args(ctx, args)
+
+
+ingest_app = typer.Typer(
+    cls=_IngestGroup,
+    help="De-identify and catalogue DICOM (insitu ingest PATH...), or re-scrub what is stored.",
+    no_args_is_help=True,
+)
+
+
 def _check_deid_settings(settings: Settings) -> None:
     """Stop before any work on a bad allow-list extension or a missing OCR engine."""
     try:
@@ -47,6 +66,7 @@ def _check_deid_settings(settings: Settings) -> None:
             fail(str(exc))
 
 
+@ingest_app.command("files")
 def ingest_command(
     paths: Annotated[
         list[Path] | None,
@@ -126,6 +146,67 @@ def ingest_command(
         _print_summary(result)
     if result.failed:
         raise typer.Exit(min(result.failed, MAX_EXIT_STATUS))
+
+
+@ingest_app.command("rescrub")
+def rescrub_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Do the work and report; store nothing.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: CPU count).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-apply the current de-identification engine and allow-list to every stored instance
+    de-identified under older ones (host command).
+
+    New blobs are written and catalogue fields the rules no longer keep are purged; released
+    dataset versions holding a changed series are invalidated ("re-de-identified") and get a
+    new draft version for their stewards to release. Recorded in the ledger.
+    """
+    from insitu.ingest.rescrub import rescrub
+
+    settings = settings_or_fail()
+    _check_deid_settings(settings)
+    with local_platform(settings) as platform:
+        progress = Progress(
+            TextColumn("[bold]rescrub"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("instances"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=json_output,
+        )
+        with progress:
+            task = progress.add_task("rescrub", total=None)
+            report = rescrub(
+                platform,
+                dry_run=dry_run,
+                workers=workers or settings.ingest_workers,
+                on_total=lambda n: progress.update(task, total=n),
+                on_progress=lambda n: progress.advance(task, n),
+                start_method="fork",
+            )
+    data = report.as_dict()
+    if json_output:
+        emit_json(data)
+    else:
+        verb = "would be" if dry_run else "were"
+        stderr.print(
+            f"{data['checked']} stored instances: {data['up_to_date']} up to date, "
+            f"{data['rewritten']} {verb} de-identified again, {data['moved_to_quarantine']} "
+            f"{verb} moved to the quarantine, {len(data['failed'])} failed"
+        )
+        for label, count in list(data["removed_or_changed"].items())[:15]:
+            stderr.print(f"  {label}: {count}")
+        for old, new in zip(data["invalidated"], data["new_versions"], strict=True):
+            stderr.print(f"  dataset {old} invalidated (re-de-identified); draft {new} made")
+        for failure in data["failed"][:20]:
+            stderr.print(f"[red]failed[/red] {failure['sop_instance_uid']}: {failure['reason']}")
+    if report.failed:
+        raise typer.Exit(min(len(report.failed), MAX_EXIT_STATUS))
 
 
 def _print_summary(result: service.IngestResult) -> None:

@@ -8,6 +8,7 @@ the full pydicom path instead.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import struct
 import zlib
@@ -28,7 +29,7 @@ from pydicom.uid import (
 
 from insitu.ingest.deid import values
 from insitu.ingest.deid.allowlist import AllowList
-from insitu.ingest.deid.engine import DeidEngine, SubjectContext
+from insitu.ingest.deid.engine import DeidEngine, Rescrub, SubjectContext
 from insitu.ingest.deid.ocr import OcrUnavailableError, TesseractDetector
 from insitu.ingest.deid.pixels import (
     SEQUENCE_DELIMITATION_ITEM,
@@ -79,6 +80,9 @@ class WorkerConfig:
     ocr: bool = True
     """Read the pixels of risky instances whose header says Burned In Annotation NO with
     tesseract; off: such headers are trusted (INSITU_OCR=off)."""
+    rescrub: Rescrub | None = None
+    """Set by ``insitu ingest rescrub``: the input is an instance insitu stored before, whose
+    pseudonyms, UIDs and dates stay as they are."""
     niceness: int = 0
     """Added to worker processes' nice value: the listener lowers them so that receiving
     from the network is never starved by de-identification."""
@@ -110,7 +114,9 @@ class InstanceProcessor:
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         self.config = config
         self.pseudonymizer = Pseudonymizer(config.secret)
-        self.engine = DeidEngine(config.options, self.pseudonymizer, config.allow_list)
+        self.engine = DeidEngine(
+            config.options, self.pseudonymizer, config.allow_list, config.rescrub
+        )
         self.detector = TesseractDetector() if config.ocr else None
 
     def process(self, source: str, data: bytes) -> Outcome:
@@ -230,6 +236,9 @@ class InstanceProcessor:
                 "fix the export at the source"
             )
         site = self.config.site
+        if self.config.rescrub is not None:
+            # Stored instances carry the pseudonym and shifted dates already.
+            return SubjectContext(site, patient_id, patient_id, dt.timedelta())
         return SubjectContext(
             site=site,
             original_patient_id=patient_id,

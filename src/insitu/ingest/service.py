@@ -328,9 +328,10 @@ class _GroupWriter:
         batch.clinical_rows = tally.clinical_rows
 
 
-def _outcomes(
+def run_workers(
     items: Iterable[SourceItem], config: WorkerConfig, workers: int, start_method: str
 ) -> Iterator[Outcome]:
+    """Each item through ``config``'s engine, in this process or a pool; unordered."""
     if workers <= 1:
         _init_worker(config)
         for item in items:
@@ -384,7 +385,7 @@ def ingest(
         niceness=worker_niceness,
     )
     group: list[Outcome] = []
-    for outcome in _outcomes(items, config, workers, start_method):
+    for outcome in run_workers(items, config, workers, start_method):
         writer.tally.files += 1
         group.append(outcome)
         if on_progress is not None:

@@ -83,6 +83,17 @@ class SubjectContext:
     date_shift: dt.timedelta
 
 
+@dataclass(frozen=True)
+class Rescrub:
+    """Re-applying the engine to an instance it (or an older version) already de-identified:
+    identifiers it pseudonymised stay as they are (a second pseudonym would break every link
+    to them); only what the current rules remove or clean changes."""
+
+    remap_other_uids: bool
+    """UIDs outside the table were kept by engines before the allow-list (records without
+    ``allow-list:``): those still carry the hospital's root and are remapped now."""
+
+
 @dataclass
 class DeidReport:
     """What was done to one instance: action counts keyed by (attribute, action letter)."""
@@ -129,8 +140,10 @@ class DeidEngine:
         options: Options,
         pseudonymizer: Pseudonymizer,
         allow_list: AllowList | None = None,
+        rescrub: Rescrub | None = None,
     ) -> None:
         self.options = options
+        self.rescrub = rescrub
         self.profile: ResolvedProfile = resolve_profile(options)
         self.pseudonymizer = pseudonymizer
         self.allow_list = allow_list or shipped_allow_list()
@@ -328,7 +341,8 @@ class DeidEngine:
         if rule is Rule.uid:
             if vr != "UI":
                 return False
-            if DeidOption.retain_uids not in self.options:
+            already = self.rescrub is not None and not self.rescrub.remap_other_uids
+            if DeidOption.retain_uids not in self.options and not already:
                 mapped = [values.map_uid(self.pseudonymizer, v) for v in texts]
                 if mapped != texts:
                     ds[tag] = DataElement(tag, vr, _join(mapped))
@@ -419,6 +433,8 @@ class DeidEngine:
             ds[tag] = DataElement(tag, vr, _join(self._dummy(texts, vr)))
 
     def _map_uids(self, texts: list[str]) -> list[str]:
+        if self.rescrub is not None:
+            return texts  # table UIDs were pseudonymised when the instance was ingested
         return [self.pseudonymizer.uid(v) if v else v for v in texts]
 
     def _dummy(self, texts: list[str], vr: str) -> list[str]:
