@@ -129,7 +129,10 @@ def _draw_text(image: np.ndarray, rng: random.Random) -> str:
     y = 12 if "top" in position else rows - height - 16
     if position == "centre":
         x, y = (columns - width) // 2, (rows - height) // 2
-    contrast = rng.choice(("high", "medium", "low", "label"))
+    # Annotations drawn over the picture itself (the fan, the vessels) are drawn to be read:
+    # saturated or on a label. Grey ones sit on the plain margins.
+    over_image = position == "centre"
+    contrast = rng.choice(("high", "label") if over_image else ("high", "medium", "low", "label"))
     if contrast == "label":
         # Dark text on a light label, as on scanned request forms.
         draw.rectangle((x - 6, y - 4, x + width + 6, y + height + 8), fill=235)

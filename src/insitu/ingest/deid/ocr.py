@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,20 +19,25 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
 
 # A word counts as text when tesseract is this sure of it and it has this many letters or
-# digits: speckle and vessel edges give short, low-confidence "words".
-MIN_CONFIDENCE = 55.0
-MIN_WORD_CHARACTERS = 3
-# Small images are enlarged so that 8-pixel annotation fonts reach tesseract's preferred
-# x-height; large ones are shrunk so that OCR time stays bounded.
-_TARGET_MIN_SIDE = 1000
-_MAX_SIDE = 2200
+# digits: speckle and vessel edges give short, unsure "words"; names, IDs and dates do not.
+MIN_CONFIDENCE = 50.0
+MIN_WORD_CHARACTERS = 4
 _TIMEOUT_S = 60
 # Text strokes are thinner than this (in image pixels): a grey opening/closing this wide
 # removes them, and what it removed is the text, whatever the background does.
 _STROKE_WINDOW = 11
-# Contrast (of 255) a stroke needs over what is behind it, at least, and in noise sigmas.
+# Contrast (of 255) a stroke needs over what is behind it: at least, in noise sigmas, and
+# in sigmas of the local texture (the pass that reads text drawn over speckle).
 _MIN_STROKE_CONTRAST = 40.0
+_HIGH_STROKE_CONTRAST = 100.0
 _NOISE_SIGMAS = 5.0
+_TEXTURE_SIGMAS = 4.0
+_TEXTURE_BLOCK = 16
+# Masks are enlarged so that 8-pixel annotation fonts reach tesseract's preferred height;
+# large pictures are read as they are, very large ones shrunk so OCR time stays bounded.
+_TARGET_MIN_SIDE = 1000
+_MAX_SIDE = 2200
+_WHITE_BORDER = 24  # tesseract misses text that touches the edge of its input
 
 
 class OcrUnavailableError(RuntimeError):
@@ -84,23 +90,43 @@ def _window(image: np.ndarray, size: int, reduce: str) -> np.ndarray:
     return filtered
 
 
-def stroke_masks(image: np.ndarray) -> np.ndarray:
-    """Black-on-white pictures of the bright and the dark thin strokes, side by side.
+def _texture(grey: np.ndarray) -> np.ndarray:
+    """Robust local spread (MAD in sigmas) over blocks: speckle is high, a plain margin low."""
+    block = _TEXTURE_BLOCK
+    rows, columns = grey.shape
+    padded = np.pad(grey, ((0, -rows % block), (0, -columns % block)), mode="edge")
+    grid = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block)
+    tiles = grid.transpose(0, 2, 1, 3).reshape(grid.shape[0], grid.shape[2], -1)
+    median = np.median(tiles, axis=-1, keepdims=True)
+    spread = 1.4826 * np.median(np.abs(tiles - median), axis=-1)
+    full: np.ndarray = np.repeat(np.repeat(spread, block, axis=0), block, axis=1)
+    return full[:rows, :columns]
+
+
+def stroke_masks(
+    image: np.ndarray, contrast: float, texture_sigmas: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Black-on-white pictures of the bright and of the dark thin strokes.
 
     A white top-hat keeps bright strokes and a black top-hat dark ones, whatever the
-    background (grey fluoroscopy, a bright collimator edge, a light label): tesseract's
-    own global threshold loses white text on a grey picture.
+    background (grey fluoroscopy, a bright collimator edge, a light label): tesseract's own
+    global threshold loses white text on a grey picture.
     """
     grey = image.astype(np.float32)
     noise = 1.4826 * float(np.median(np.abs(np.diff(grey, axis=1)))) / np.sqrt(2.0)
-    threshold = max(_MIN_STROKE_CONTRAST, _NOISE_SIGMAS * noise)
+    threshold: float | np.ndarray = max(contrast, _NOISE_SIGMAS * noise)
+    if texture_sigmas:
+        threshold = np.maximum(threshold, texture_sigmas * _texture(grey))
     k = _STROKE_WINDOW
     opening = _window(_window(grey, k, "min"), k, "max")
     closing = _window(_window(grey, k, "max"), k, "min")
     bright = np.where(grey - opening > threshold, 0, 255).astype(np.uint8)
     dark = np.where(closing - grey > threshold, 0, 255).astype(np.uint8)
-    gap = np.full((grey.shape[0], 40), 255, dtype=np.uint8)
-    return np.hstack((bright, gap, dark))
+    return bright, dark
+
+
+def _enlarged(image: np.ndarray, factor: int) -> np.ndarray:
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
 
 
 def _scaled(image: np.ndarray) -> np.ndarray:
@@ -111,16 +137,47 @@ def _scaled(image: np.ndarray) -> np.ndarray:
     ):
         factor *= 2
     if factor > 1:
-        return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+        return _enlarged(image, factor)
     step = 1
     while max(rows, columns) // step > _MAX_SIDE:
         step += 1
     return image[::step, ::step] if step > 1 else image
 
 
-def _pgm(image: np.ndarray) -> bytes:
+def _stacked(first: np.ndarray, second: np.ndarray, axis: int) -> np.ndarray:
+    shape = (first.shape[0], 40) if axis == 1 else (40, first.shape[1])
+    return np.concatenate((first, np.full(shape, 255, dtype=np.uint8), second), axis=axis)
+
+
+def reading_passes(image: np.ndarray) -> Iterator[np.ndarray]:
+    """The pictures tesseract reads, in order, for one rendered frame (made lazily: a
+    frame where an early pass finds text costs no more).
+
+    1. all strokes of at least the minimum contrast, side by side, scaled for small fonts;
+    2. and 3. high-contrast strokes only (noise and faint vessel edges gone), bright ones,
+       then dark ones, doubled when small;
+    4. strokes that stand out from the local texture (text drawn over the speckle of an
+       ultrasound fan), doubled up to about 1,000 pixels.
+    Each pass reads what the others lose; together they meet the acceptance figures.
+    """
     rows, columns = image.shape
-    return f"P5 {columns} {rows} 255\n".encode() + np.ascontiguousarray(image).tobytes()
+    bright, dark = stroke_masks(image, _MIN_STROKE_CONTRAST)
+    yield _scaled(_stacked(bright, dark, axis=1))
+    # Then each polarity alone: next to each other, one polarity's copy of a word (the gaps
+    # between the other's strokes) can make tesseract lose it. High contrast only, so that
+    # speckle, read alone, does not become words.
+    bright, dark = stroke_masks(image, _HIGH_STROKE_CONTRAST)
+    small = 2 if max(rows, columns) <= 700 else 1
+    yield _enlarged(bright, small)
+    yield _enlarged(dark, small)
+    bright, dark = stroke_masks(image, _MIN_STROKE_CONTRAST, _TEXTURE_SIGMAS)
+    yield _enlarged(_stacked(bright, dark, axis=0), 2 if max(rows, columns) <= 1100 else 1)
+
+
+def _pgm(image: np.ndarray) -> bytes:
+    bordered = np.pad(image, _WHITE_BORDER, constant_values=255)
+    rows, columns = bordered.shape
+    return f"P5 {columns} {rows} 255\n".encode() + np.ascontiguousarray(bordered).tobytes()
 
 
 class TesseractDetector:
@@ -139,11 +196,19 @@ class TesseractDetector:
         self._env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
     def words_in(self, image: np.ndarray) -> int:
-        """How many confident words tesseract reads in one 8-bit greyscale image."""
+        """How many confident words the first pass that reads any finds in one 8-bit
+        greyscale frame (0: none of the passes read a word)."""
+        for picture in reading_passes(image):
+            found = self._read(picture)
+            if found:
+                return found
+        return 0
+
+    def _read(self, picture: np.ndarray) -> int:
         try:
             result = subprocess.run(
                 [self.binary, "stdin", "stdout", "--psm", "11", "-l", "eng", "tsv"],
-                input=_pgm(_scaled(stroke_masks(image))),
+                input=_pgm(picture),
                 capture_output=True,
                 timeout=_TIMEOUT_S,
                 env=self._env,
