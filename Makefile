@@ -30,6 +30,7 @@ test: lint typecheck unit
 bench:
 	./scripts/bootstrap.sh --bench
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/ocr_bench.py
 	$(BIN)/python bench/ledger_bench.py
 	$(BIN)/python bench/dataset_bench.py
 	$(BIN)/python bench/job_bench.py
