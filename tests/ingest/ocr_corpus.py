@@ -214,7 +214,9 @@ def clear_text_case(
     image = _background(kind, rng, np_rng)
     picture = Image.fromarray((image * 255).astype(np.uint8))
     font = ImageFont.truetype(str(_FONT_DIR / "DejaVuSans.ttf"), 24)
-    ImageDraw.Draw(picture).text((14, 10), phrase, fill=255, font=font)
+    behind = float(np.median(image[10:40, 14:300]))
+    # White on a dark margin, black on a bright one (a CR collimator edge).
+    ImageDraw.Draw(picture).text((14, 10), phrase, fill=255 if behind < 0.5 else 0, font=font)
     return _dataset(kind, np.asarray(picture, dtype=np.float32) / 255.0)
 
 

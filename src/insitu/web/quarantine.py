@@ -8,7 +8,7 @@ import io
 from typing import Annotated
 
 import pydicom
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse, Response
 
 from insitu.access.models import Role
@@ -33,7 +33,8 @@ def quarantine_page(
     request: Request,
     session: DbSessionDep,
     platform: PlatformDep,
-    done: str | None = None,
+    released: Annotated[int | None, Query(ge=0)] = None,
+    deleted: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
     """The quarantine by reason and by series, with previews and bulk decisions (stewards)."""
     principal, token = page_principal(request, session)
@@ -52,7 +53,14 @@ def quarantine_page(
     context |= {
         "summary": quarantine.summary(session),
         "codes": QUARANTINE_CODES,
-        "done": done[:200] if done else None,
+        # Counts only: the page never echoes text from its address.
+        "done": (
+            f"{released} instance(s) released into the catalogue"
+            if released is not None
+            else f"{deleted} instance(s) deleted"
+            if deleted is not None
+            else None
+        ),
         "retention_days": platform.settings.quarantine_retention_days,
     }
     return render(request, "quarantine.html", context)
@@ -75,7 +83,7 @@ def decide_form(
     outcome = decide_quarantine(platform, body, ledger.user_actor(principal.user_id))
     verb = "released" if decision == quarantine.Decision.release else "deleted"
     return RedirectResponse(
-        f"/quarantine?done={outcome.count}+instance(s)+{verb}",
+        f"/quarantine?{verb}={outcome.count}",
         status_code=status.HTTP_303_SEE_OTHER,
     )
 
