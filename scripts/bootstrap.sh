@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # host's Python.
 # slurmd + slurmctld + slurm-client + munge: the tests' one-node Slurm cluster.
 APT_PACKAGES=(postgresql dcmtk chromium bubblewrap python3-venv python3-pip
-  slurmd slurmctld slurm-client munge tesseract-ocr tesseract-ocr-eng)
+  slurmd slurmctld slurm-client munge tesseract-ocr tesseract-ocr-eng fonts-dejavu-core)
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 # `make bench` also wants GDCM's gdcmanon as a baseline.
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(libgdcm-tools openssl)

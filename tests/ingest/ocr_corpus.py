@@ -213,7 +213,8 @@ def clear_text_case(
     np_rng = np.random.default_rng(seed)
     image = _background(kind, rng, np_rng)
     picture = Image.fromarray((image * 255).astype(np.uint8))
-    font = ImageFont.truetype(str(_FONT_DIR / "DejaVuSans.ttf"), 24)
+    path = _FONT_DIR / "DejaVuSans.ttf"
+    font = ImageFont.truetype(str(path), 24) if path.exists() else ImageFont.load_default(size=24)
     behind = float(np.median(image[10:40, 14:300]))
     # White on a dark margin, black on a bright one (a CR collimator edge).
     ImageDraw.Draw(picture).text((14, 10), phrase, fill=255 if behind < 0.5 else 0, font=font)

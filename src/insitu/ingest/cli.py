@@ -53,6 +53,19 @@ ingest_app = typer.Typer(
 )
 
 
+def _progress(label: str, unit: str, *, transient: bool) -> Progress:
+    """The progress bar of a long host command, on stderr (gone when JSON is printed)."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=transient,
+    )
+
+
 def _check_deid_settings(settings: Settings) -> None:
     """Stop before any work on a bad allow-list extension or a missing OCR engine."""
     try:
@@ -116,15 +129,7 @@ def ingest_command(
             fail(str(exc))
     with local_platform(settings) as platform:
         total = count_sources(paths)
-        progress = Progress(
-            TextColumn("[bold]ingest"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files"),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=json_output,
-        )
+        progress = _progress("ingest", "files", transient=json_output)
         with progress:
             task = progress.add_task("ingest", total=total)
             try:
@@ -170,15 +175,7 @@ def rescrub_command(
     settings = settings_or_fail()
     _check_deid_settings(settings)
     with local_platform(settings) as platform:
-        progress = Progress(
-            TextColumn("[bold]rescrub"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("instances"),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=json_output,
-        )
+        progress = _progress("rescrub", "instances", transient=json_output)
         with progress:
             task = progress.add_task("rescrub", total=None)
             report = rescrub(

@@ -108,6 +108,34 @@ class Outcome:
         return {"decision": self.decision, "count": self.count, "reasons": dict(self.reasons)}
 
 
+def held(
+    attributes: dict[str, Any],
+    *,
+    site: str,
+    blob: tuple[str, int],
+    reason: tuple[str, str],
+    deid_options: str,
+    batch_id: int | None,
+) -> QuarantinedInstance:
+    """A new quarantine row for a de-identified instance (``catalog_attributes``), its blob
+    (digest, size) and its reason (code, text)."""
+    return QuarantinedInstance(
+        sop_instance_uid=attributes["sop_instance_uid"],
+        series_instance_uid=attributes["series_instance_uid"],
+        study_instance_uid=attributes["study_instance_uid"],
+        subject_pseudonym=attributes["subject_pseudonym"],
+        site=site,
+        modality=attributes["modality"],
+        sop_class_uid=attributes["sop_class_uid"],
+        blob_digest=blob[0],
+        size=blob[1],
+        reason_code=reason[0],
+        reason=reason[1],
+        deid_options=deid_options,
+        batch_id=batch_id,
+    )
+
+
 def item(q: QuarantinedInstance) -> dict[str, Any]:
     """One quarantined instance as the API shows it."""
     return {

@@ -230,19 +230,16 @@ def _write(
             affected.add(row.series_id)
         if outcome.quarantine_reason:
             removed = catalog.remove_instance(session, row.sop_instance_uid)
+            site = catalog.site_of_subject(session, attributes["subject_pseudonym"]) or ""
             session.add(
-                QuarantinedInstance(
-                    sop_instance_uid=row.sop_instance_uid,
-                    series_instance_uid=attributes["series_instance_uid"],
-                    study_instance_uid=attributes["study_instance_uid"],
-                    subject_pseudonym=attributes["subject_pseudonym"],
-                    site=catalog.site_of_subject(session, attributes["subject_pseudonym"]) or "",
-                    modality=attributes["modality"],
-                    sop_class_uid=attributes["sop_class_uid"],
-                    blob_digest=blob.digest,
-                    size=blob.size,
-                    reason=outcome.quarantine_reason,
-                    reason_code=outcome.quarantine_code or "burned-in-absent",
+                quarantine.held(
+                    attributes,
+                    site=site,
+                    blob=(blob.digest, blob.size),
+                    reason=(
+                        outcome.quarantine_code or "burned-in-absent",
+                        outcome.quarantine_reason,
+                    ),
                     deid_options=record,
                     batch_id=None,
                 )

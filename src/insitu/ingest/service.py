@@ -267,18 +267,14 @@ class _GroupWriter:
                 if outcome.quarantine_reason:
                     tally.quarantined += 1
                     session.add(
-                        QuarantinedInstance(
-                            sop_instance_uid=attrs["sop_instance_uid"],
-                            series_instance_uid=attrs["series_instance_uid"],
-                            study_instance_uid=attrs["study_instance_uid"],
-                            subject_pseudonym=attrs["subject_pseudonym"],
+                        quarantine.held(
+                            attrs,
                             site=self.site,
-                            modality=attrs["modality"],
-                            sop_class_uid=attrs["sop_class_uid"],
-                            blob_digest=staged.digest,
-                            size=staged.size,
-                            reason=outcome.quarantine_reason,
-                            reason_code=outcome.quarantine_code or "burned-in-absent",
+                            blob=(staged.digest, staged.size),
+                            reason=(
+                                outcome.quarantine_code or "burned-in-absent",
+                                outcome.quarantine_reason,
+                            ),
                             deid_options=self.record,
                             batch_id=self.batch_id,
                         )
