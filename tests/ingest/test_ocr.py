@@ -12,8 +12,9 @@ from insitu.ingest.deid import ocr
 from tests.ingest.ocr_corpus import generate, multiframe
 
 # The issue's targets are 95 % of text images found and at most 5 % of clean ones flagged.
-# Measured 2026-12-06 on this set (seed 2026, not used while tuning): 94.0 % and 2.0 %.
-# The recall floor below guards what was reached; the target is not met yet (issue 15).
+# Measured 2026-12-06 on this set (seed 2026, not used while tuning): 94.0 % and 2.5 %; on
+# a fresh set (seed 7) 95.5 % and 2.0 %; on the two tuning sets 95.0/2.5 and 96.0/2.0. The
+# recall floor below guards what was reached; on this set the target is not met yet.
 MIN_RECALL = 0.93
 MAX_FALSE_ALARMS = 0.05
 ACCEPTANCE_SEED = 2026
@@ -32,16 +33,18 @@ def test_render_stretches_and_inverts_monochrome1() -> None:
     assert ocr.render(np.zeros((2, 2)), "MONOCHROME2").max() == 0
 
 
-def test_count_words_needs_confidence_and_four_letters_or_digits() -> None:
+def test_count_words_needs_confidence_and_four_letters_or_digits_or_three_when_sure() -> None:
     header = "level\tpage\tblock\tpar\tline\tword\tleft\ttop\twidth\theight\tconf\ttext"
     rows = [
         "5\t1\t1\t1\t1\t1\t0\t0\t9\t9\t96\tJANSSEN",
         "5\t1\t1\t1\t1\t2\t0\t0\t9\t9\t91\tID",  # too short: speckle reads as such
         "5\t1\t1\t1\t1\t3\t0\t0\t9\t9\t20\tKAYA",  # too unsure
         "5\t1\t1\t1\t1\t4\t0\t0\t9\t9\t88\t1961-03-17",
+        "5\t1\t1\t1\t1\t5\t0\t0\t9\t9\t95\t26Y",  # an age, read with certainty
+        "5\t1\t1\t1\t1\t6\t0\t0\t9\t9\t70\tnag",  # a short unsure "word" of speckle
         "4\t1\t1\t1\t1\t0\t0\t0\t9\t9\t-1\t",
     ]
-    assert ocr.count_words("\n".join([header, *rows])) == 2
+    assert ocr.count_words("\n".join([header, *rows])) == 3
 
 
 @pytest.mark.slow

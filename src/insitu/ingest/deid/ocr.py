@@ -22,6 +22,9 @@ from pydicom.pixels.utils import pixel_array
 # digits: speckle and vessel edges give short, unsure "words"; names, IDs and dates do not.
 MIN_CONFIDENCE = 50.0
 MIN_WORD_CHARACTERS = 4
+# Shorter words (an age, "26Y"; the start of a name) count when tesseract is very sure.
+SURE_CONFIDENCE = 88.0
+SURE_WORD_CHARACTERS = 3
 _TIMEOUT_S = 60
 # Text strokes are thinner than this (in image pixels): a grey opening/closing this wide
 # removes them, and what it removed is the text, whatever the background does.
@@ -246,6 +249,8 @@ def count_words(tsv: str) -> int:
         except ValueError:
             continue
         letters = sum(char.isalnum() for char in fields[11])
-        if confidence >= MIN_CONFIDENCE and letters >= MIN_WORD_CHARACTERS:
+        if (confidence >= MIN_CONFIDENCE and letters >= MIN_WORD_CHARACTERS) or (
+            confidence >= SURE_CONFIDENCE and letters >= SURE_WORD_CHARACTERS
+        ):
             count += 1
     return count
