@@ -202,6 +202,13 @@ def test_bad_decisions_are_explained_and_change_nothing(
         headers=steward,
     )  # fmt: skip
     assert bad.status_code == 422
+    too_long = client.post(
+        "/api/v1/quarantine/decisions",
+        json={"decision": "delete", "sop_instance_uids": ["1." * 40]},
+        headers=steward,
+    )
+    assert too_long.status_code == 422
+    assert client.get("/quarantine/1.2.3/preview.jpg", headers=steward).status_code == 404
     assert client.get("/api/v1/quarantine/summary", headers=steward).json()["total"] == 7
 
 

@@ -135,7 +135,9 @@ class QuarantineDecision(BaseModel):
     reason_code: str | None = Field(default=None, max_length=32)
     series_instance_uid: str | None = Field(default=None, max_length=64)
     batch_id: int | None = Field(default=None, ge=1)
-    sop_instance_uids: list[str] = Field(default_factory=list, max_length=10_000)
+    sop_instance_uids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=10_000
+    )
 
 
 def decide_quarantine(

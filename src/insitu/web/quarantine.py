@@ -100,8 +100,8 @@ def preview(
     held = quarantine.blob_of(session, sop_instance_uid)
     if held is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such quarantined instance")
-    dataset = pydicom.dcmread(io.BytesIO(platform.store.get(held.blob_digest)))
     try:
+        dataset = pydicom.dcmread(io.BytesIO(platform.store.get(held.blob_digest)))
         picture = imaging.render(
             dataset,
             key=platform.settings.secret_bytes(),
@@ -111,6 +111,12 @@ def preview(
         )
     except imaging.RenderError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the steward is told, the page goes on
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"this instance's pixels cannot be shown ({type(exc).__name__}); "
+            "decide on it from its reason, or delete it",
+        ) from None
     return Response(
         picture.jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"}
     )
