@@ -220,6 +220,11 @@ def _uid_hash(uids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
 
 
+def unreferenced_blobs(session: Session, digests: set[str]) -> list[str]:
+    """Those of ``digests`` that no catalogued or quarantined instance uses any more."""
+    return sorted(digests - _still_referenced(session, digests))
+
+
 def _still_referenced(session: Session, digests: set[str]) -> set[str]:
     if not digests:
         return set()
@@ -241,7 +246,7 @@ def _remove(session: Session, rows: Sequence[QuarantinedInstance], outcome: Outc
     for q in rows:
         session.delete(q)
     session.flush()
-    outcome.unreferenced = sorted(digests - _still_referenced(session, digests))
+    outcome.unreferenced = unreferenced_blobs(session, digests)
 
 
 def decide(

@@ -296,14 +296,7 @@ def _collect(
             refreshed = datasets.get_dataset(session, name, version)
             if refreshed is not None:
                 remove_view(platform.settings.resolved_views_root, refreshed)
-        unreferenced = [
-            d
-            for d in sorted(old_digests)
-            if not catalog.blob_referenced(session, d)
-            and not session.scalar(
-                select(QuarantinedInstance.id).where(QuarantinedInstance.blob_digest == d)
-            )
-        ]
+        unreferenced = quarantine.unreferenced_blobs(session, old_digests)
     for digest in unreferenced:
         platform.store.delete(digest)
     report.old_blobs_deleted = len(unreferenced)
